@@ -1,0 +1,1 @@
+//! Rust types of the `InsurerIntegration` custom resource (filled in by the CRD issue).

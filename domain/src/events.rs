@@ -1,0 +1,96 @@
+//! Event envelopes the aggregator publishes (through its outbox and Kafka) and core-app
+//! stores and streams: one event per change of one insurer's status for one quote.
+
+use crate::money::Money;
+use crate::tariff::Breakdown;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One insurer's result for one quote, as it changes over time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum InsurerOutcome {
+    /// Sent to the insurer; no answer yet.
+    Pending,
+    /// The insurer priced the policy.
+    Offer { offer: Offer },
+    /// The insurer refuses to insure this risk.
+    Declined { reason: String },
+    /// The call failed (insurer errors, open circuit, …); the reason is machine-readable.
+    Failed { reason: String },
+    /// No final answer before the quote's deadline.
+    Expired,
+}
+
+impl InsurerOutcome {
+    /// True for every outcome after which nothing more will arrive from this insurer.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, InsurerOutcome::Pending)
+    }
+
+    /// The SSE event name and envelope `type` for this outcome.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            InsurerOutcome::Offer { .. } => EventType::Offer,
+            _ => EventType::Status,
+        }
+    }
+}
+
+/// A priced policy offer from one insurer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub premium: Money,
+    /// The insurer's own id of the calculation, needed to buy the policy there.
+    pub insurer_reference: String,
+    /// The price holds until this moment.
+    pub valid_until: DateTime<Utc>,
+    pub breakdown: Breakdown,
+}
+
+/// Event type names, shared by the Kafka envelope and the SSE `event:` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Status,
+    Offer,
+}
+
+/// The envelope on the wire: Kafka message value, keyed by `quote_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuoteEvent {
+    /// Unique per event; consumers deduplicate by it.
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub quote_id: Uuid,
+    /// The insurer's resource name (e.g. `alfa`).
+    pub insurer: String,
+    /// Increases by one with each event of this insurer for this quote, so order can be checked.
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub outcome: InsurerOutcome,
+}
+
+impl QuoteEvent {
+    /// A new event with a fresh time-ordered id; the type follows from the outcome.
+    pub fn new(
+        quote_id: Uuid,
+        insurer: impl Into<String>,
+        version: u32,
+        outcome: InsurerOutcome,
+        at: DateTime<Utc>,
+    ) -> Self {
+        QuoteEvent {
+            event_id: Uuid::now_v7(),
+            event_type: outcome.event_type(),
+            quote_id,
+            insurer: insurer.into(),
+            version,
+            occurred_at: at,
+            outcome,
+        }
+    }
+}

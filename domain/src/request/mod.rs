@@ -1,0 +1,223 @@
+//! The quote request: the JSON contract partners send, and its parsed form.
+//!
+//! [`RawQuoteRequest`] mirrors the JSON with every field optional and loosely typed, so
+//! that [`QuoteRequest::validate`] can report *every* problem at once with its field path.
+//! [`QuoteRequest`] can only hold a valid request.
+
+mod fields;
+mod parse;
+mod tariff_input;
+
+pub use fields::{Licence, Passport, PersonName, Plate, Vin};
+
+use crate::tariff::KbmClass;
+use crate::vehicle::{Purpose, VehicleCategory};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// A valid quote request, serialising to the contract's JSON shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawQuoteRequest")]
+pub struct QuoteRequest {
+    pub vehicle: Vehicle,
+    pub owner: Owner,
+    pub drivers: Vec<Driver>,
+    pub unlimited_drivers: bool,
+    pub policy: Policy,
+}
+
+/// The insured vehicle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vehicle {
+    pub category: VehicleCategory,
+    pub make: String,
+    pub model: String,
+    pub year: u16,
+    pub power_hp: u16,
+    pub vin: Vin,
+    /// Absent for a new car that is not registered yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plate: Option<Plate>,
+    pub purpose: Purpose,
+}
+
+/// The vehicle's owner (the policy holder).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Owner {
+    pub last_name: PersonName,
+    pub first_name: PersonName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<PersonName>,
+    pub birth_date: NaiveDate,
+    pub passport: Passport,
+    /// 2–3 digit code of the Russian region of registration.
+    pub region: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+}
+
+/// A driver listed on the policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Driver {
+    pub last_name: PersonName,
+    pub first_name: PersonName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<PersonName>,
+    pub birth_date: NaiveDate,
+    pub licence: Licence,
+    pub experience_since: NaiveDate,
+    /// Bonus-malus class when the caller knows it; insurers otherwise look it up by licence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kbm_class: Option<KbmClass>,
+}
+
+/// The requested policy period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub start_date: NaiveDate,
+    pub period_months: u8,
+}
+
+/// The request as received (no `Debug`: it holds unchecked personal data): every field optional so that missing ones are reported
+/// together with all other problems instead of failing deserialisation at the first.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuoteRequest {
+    pub vehicle: Option<RawVehicle>,
+    pub owner: Option<RawOwner>,
+    pub drivers: Option<Vec<RawDriver>>,
+    pub unlimited_drivers: Option<bool>,
+    pub policy: Option<RawPolicy>,
+}
+
+/// `vehicle` as received.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVehicle {
+    pub category: Option<String>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub year: Option<i64>,
+    pub power_hp: Option<i64>,
+    pub vin: Option<String>,
+    pub plate: Option<String>,
+    pub purpose: Option<String>,
+}
+
+/// `owner` as received.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwner {
+    pub last_name: Option<String>,
+    pub first_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub birth_date: Option<String>,
+    pub passport: Option<String>,
+    pub region: Option<String>,
+    pub city: Option<String>,
+}
+
+/// One of `drivers` as received.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDriver {
+    pub last_name: Option<String>,
+    pub first_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub birth_date: Option<String>,
+    pub licence: Option<String>,
+    pub experience_since: Option<String>,
+    pub kbm_class: Option<String>,
+}
+
+/// `policy` as received.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub start_date: Option<String>,
+    pub period_months: Option<i64>,
+}
+
+impl TryFrom<RawQuoteRequest> for QuoteRequest {
+    type Error = crate::ValidationErrors;
+
+    /// Checks everything that does not depend on today's date, so that a stored request
+    /// stays readable after its start date has passed.
+    fn try_from(raw: RawQuoteRequest) -> Result<Self, Self::Error> {
+        parse::parse(&raw)
+    }
+}
+
+impl QuoteRequest {
+    /// Parses a request received on `today`: every rule, all problems at once.
+    pub fn validate(raw: &RawQuoteRequest, today: NaiveDate) -> Result<Self, crate::ValidationErrors> {
+        let mut errors = parse::check_purchase_date(raw, today);
+        match parse::parse(raw) {
+            Ok(request) => errors.into_result(request),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Parses a JSON body received on `today`; a type mismatch is reported with its path.
+    pub fn from_json(body: &[u8], today: NaiveDate) -> Result<Self, RequestError> {
+        let raw = parse_raw_json(body)?;
+        Self::validate(&raw, today).map_err(RequestError::Invalid)
+    }
+
+    /// Listed drivers, or none for an unlimited-drivers policy.
+    pub fn listed_drivers(&self) -> &[Driver] {
+        if self.unlimited_drivers { &[] } else { &self.drivers }
+    }
+}
+
+/// Why a request body could not become a [`QuoteRequest`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON at all (a 400 in HTTP terms).
+    #[error("request body is not valid JSON: {0}")]
+    Syntax(String),
+    /// JSON, but not a valid request (a 422).
+    #[error("{0}")]
+    Invalid(crate::ValidationErrors),
+}
+
+/// Deserialises the raw request, turning a type mismatch or unknown field into a field error.
+pub fn parse_raw_json(body: &[u8]) -> Result<RawQuoteRequest, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path::deserialize(&mut de) {
+        Ok(raw) => Ok(raw),
+        Err((path, e)) if e.is_data() => {
+            let mut errors = crate::ValidationErrors::default();
+            errors.push(if path.is_empty() { "$".to_string() } else { path }, clean_serde_message(&e));
+            Err(RequestError::Invalid(errors))
+        }
+        Err((_, e)) => Err(RequestError::Syntax(e.to_string())),
+    }
+}
+
+/// serde's messages end with " at line 1 column 42", useless next to a field path.
+fn clean_serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+mod serde_path {
+    //! Tracks the field path while deserialising, so type errors name their field.
+    use super::RawQuoteRequest;
+
+    pub(super) fn deserialize<'de, D>(de: D) -> Result<RawQuoteRequest, (String, serde_json::Error)>
+    where
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
+    {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            (if path == "." { String::new() } else { path }, e.into_inner())
+        })
+    }
+}
