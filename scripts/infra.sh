@@ -434,7 +434,7 @@ kafka_fetch() {
         -DincludeScope=runtime -DoutputDirectory="$tmp" >"$mvn_log" 2>&1; then
     rm -rf "$tmp"
     warn "Maven could not resolve Kafka $v (see $mvn_log)"
-    tail -n 5 "$mvn_log" >&2 || true
+    grep -m 3 '\[ERROR\]' "$mvn_log" >&2 || true
     return 1
   fi
   [[ -f $tmp/kafka_2.13-$v.jar ]] || { rm -rf "$tmp"; warn "kafka_2.13-$v.jar missing after Maven"; return 1; }
