@@ -104,10 +104,13 @@ lock_state() {
 
 # ---------------------------------------------------------------- PostgreSQL
 
+# Newest /usr/lib/postgresql/<major>/bin that has initdb.
 pg_bindir() {
-  local initdb
-  initdb="$(ls -1d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)"
-  [[ -n $initdb ]] && dirname "$initdb"
+  local f best=""
+  for f in /usr/lib/postgresql/*/bin/initdb; do
+    [[ -x $f ]] && best="$(printf '%s\n%s\n' "$best" "${f%/initdb}" | sort -V | tail -n 1)"
+  done
+  [[ -n $best ]] && printf '%s\n' "$best"
 }
 
 pg_install() {
@@ -136,6 +139,13 @@ pg_skip_system_cluster() {
 PG_BIN=""
 pg_require_bin() {
   [[ -n $PG_BIN ]] && return
+  # An existing cluster needs the binaries of its own major version.
+  local major
+  major="$(cat "$PG_DATA/PG_VERSION" 2>/dev/null || true)"
+  if [[ -n $major && -x /usr/lib/postgresql/$major/bin/postgres ]]; then
+    PG_BIN=/usr/lib/postgresql/$major/bin
+    return
+  fi
   PG_BIN="$(pg_bindir)" || die "PostgreSQL is not installed; run: scripts/infra.sh install"
 }
 
@@ -194,8 +204,11 @@ pg_prepare_dirs() {
   pg_check_traversable
   if is_root; then
     chown "$PG_OS_USER:$PG_OS_USER" "$PG_DIR"
-    [[ -d $PG_DATA ]] && chown -R "$PG_OS_USER:$PG_OS_USER" "$PG_DATA"
-    [[ -f $PG_LOG ]] && chown "$PG_OS_USER:$PG_OS_USER" "$PG_LOG"
+    # e.g. after the system user was recreated with another uid
+    if [[ -d $PG_DATA && "$(stat -c %U "$PG_DATA")" != "$PG_OS_USER" ]]; then
+      chown -R "$PG_OS_USER:$PG_OS_USER" "$PG_DATA"
+    fi
+    if [[ -f $PG_LOG ]]; then chown "$PG_OS_USER:$PG_OS_USER" "$PG_LOG"; fi
   fi
   chmod 700 "$PG_DIR"
   local sock
@@ -271,7 +284,7 @@ pg_remove_stale_socket_locks() {
 
 pg_psql_admin() {
   "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket_dir)" -p "$PG_PORT" \
-    -U "$PG_SUPERUSER" -d postgres "$@"
+    -U "$PG_SUPERUSER" -d postgres
 }
 
 pg_ensure_roles() {
@@ -341,10 +354,11 @@ pg_up() {
 
 pg_down() {
   local pid
-  if ! PG_BIN="$(pg_bindir)" || [[ ! -d $PG_DATA ]] || ! pid="$(pg_running_pid)"; then
+  if [[ ! -d $PG_DATA ]] || ! pid="$(pg_running_pid)"; then
     say "PostgreSQL already stopped"
     return
   fi
+  pg_require_bin
   say "stopping PostgreSQL (pid $pid)…"
   if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null; then
     show_log_tail "$PG_LOG"
@@ -357,8 +371,8 @@ pg_status() {
   local pid state=stopped rc=1
   if [[ -d $PG_DATA ]] && pid="$(pg_running_pid 2>/dev/null)"; then
     state="running (not answering on $HOST:$PG_PORT)"
-    PG_BIN="$(pg_bindir)" || true
-    if [[ -n $PG_BIN ]] && "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2; then
+    pg_require_bin
+    if "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PG_PORT" -t 2; then
       state=running
       rc=0
     fi
@@ -441,7 +455,8 @@ kafka_fetch() {
   rm -rf "$dir/libs"
   mv "$tmp" "$dir/libs"
   kafka_marker_content "$v" >"$dir/.complete"
-  say "Kafka $v installed ($(ls "$dir/libs" | wc -l) jars, $(du -sh "$dir/libs" | cut -f1))"
+  local jars=("$dir"/libs/*.jar)
+  say "Kafka $v installed (${#jars[@]} jars, $(du -sh "$dir/libs" | cut -f1))"
 }
 
 kafka_install() {
@@ -563,6 +578,7 @@ kafka_start_process() {
   rm -f "$KAFKA_PID_FILE"
   # The subshell writes its own PID, then execs java: the pid file is exact.
   # setsid + nohup + closed stdin: the broker outlives this shell and its terminal.
+  # shellcheck disable=SC2016  # expanded by the inner bash, not here
   setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID_FILE" \
     java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
@@ -570,8 +586,7 @@ kafka_start_process() {
     -Dlog4j2.configurationFile="$INFRA_SRC/kafka/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" \
     </dev/null >>"$KAFKA_LOG" 2>&1 8>&- 9>&- &
-  local i
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     [[ -s $KAFKA_PID_FILE ]] && return 0
     sleep 0.1
   done
@@ -649,6 +664,7 @@ kafka_down() {
     sleep 0.5
   done
   rm -f "$KAFKA_PID_FILE"
+  printf '===== %s stopped by scripts/infra.sh =====\n' "$(date '+%F %T')" >>"$KAFKA_LOG"
   say "Kafka stopped"
 }
 

@@ -130,7 +130,13 @@ async fn create_poll_style_prices_with_the_tariff() {
 
     let mut bad = application();
     bad["vehicle"]["vin"] = json!("SHORT");
-    let invalid = http.post(&url).bearer_auth("t0ken").json(&json!({"request_id": "r2", "application": bad})).send().await.unwrap();
+    let invalid = http
+        .post(&url)
+        .bearer_auth("t0ken")
+        .json(&json!({"request_id": "r2", "application": bad}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
     let body: Value = invalid.json().await.unwrap();
     assert_eq!(body["request_id"], "r2");
@@ -263,7 +269,12 @@ async fn outcomes_are_deterministic_under_a_seed() {
         let (base, _) = start(config).await;
         let http = reqwest::Client::new();
         let url = format!("{base}/calc/v1/calculate");
-        http.post(&url).bearer_auth("t0ken").json(&json!({"request_id": "same", "application": application()})).send().await.unwrap();
+        http.post(&url)
+            .bearer_auth("t0ken")
+            .json(&json!({"request_id": "same", "application": application()}))
+            .send()
+            .await
+            .unwrap();
         let done = poll_until(
             || http.get(&url).bearer_auth("t0ken").query(&[("request_id", "same")]),
             |b| b["status"] != "PARTNER_CALCULATION_IN_PROGRESS",

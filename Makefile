@@ -1,0 +1,44 @@
+# OSAGO quote platform. `make demo` runs it locally; `make test` runs every test.
+# Everything the targets need is installed by the project's own scripts, idempotently.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# One build cache for every clone on this machine (CI works in a fresh clone).
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/osago/target
+CARGO ?= cargo
+INFRA := scripts/infra.sh
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: infra-up build ## Run the platform locally (infrastructure + insurer sandbox for now)
+	scripts/demo.sh
+
+.PHONY: test
+test: lint infra-up ## Everything: fmt, clippy, unit and integration tests against real Postgres and Kafka
+	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: build
+build: ## Build every binary
+	$(CARGO) build --workspace --locked
+
+.PHONY: infra-up infra-down infra-status
+infra-up: ## Install (if needed) and start Postgres and Kafka; returns when both accept connections
+	$(INFRA) up
+infra-down: ## Stop Postgres and Kafka
+	$(INFRA) down
+infra-status: ## Tell whether Postgres and Kafka are running
+	$(INFRA) status
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all

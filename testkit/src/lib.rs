@@ -1,0 +1,61 @@
+//! Test helpers for integration tests against the real local infrastructure started by
+//! `make infra-up` (`scripts/infra.sh`): every test gets its own database or topic, so
+//! tests run in parallel and leave nothing behind that another test could see.
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The role URL of the local cluster; the role may create databases.
+pub fn pg_url() -> String {
+    std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into())
+}
+
+/// The Kafka bootstrap servers of the local broker.
+pub fn kafka_brokers() -> String {
+    std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into())
+}
+
+/// A name no other test uses: `prefix_` and 12 hex digits.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A new, empty database on the local cluster, and a pool connected to it.
+///
+/// Panics with a pointer to `make infra-up` when the cluster is not running: these tests
+/// are meant to fail loudly, not to skip, when their infrastructure is missing.
+pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
+    let url = pg_url();
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Postgres at {url}: {e}; start it with `make infra-up`"));
+    let name = unique_name(prefix);
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    let options = PgConnectOptions::from_str(&url).expect("OSAGO_PG_URL").database(&name);
+    let db_url = options.to_url_lossy().to_string();
+    let pool =
+        PgPoolOptions::new().max_connections(8).connect_with(options).await.expect("connect to the new database");
+    (pool, db_url)
+}
+
+/// A new topic with `partitions` partitions on the local broker.
+pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
+    let brokers = kafka_brokers();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin client");
+    let name = unique_name(prefix);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))], &options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Kafka at {brokers}: {e}; start it with `make infra-up`"));
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic}: {code}"));
+    }
+    name
+}
