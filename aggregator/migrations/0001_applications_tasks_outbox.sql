@@ -1,5 +1,18 @@
--- The aggregator's own database: applications received from partners, one task per
--- (application, insurer), and the transactional outbox of events bound for Kafka.
+-- The aggregator's own database: the insurers whose pollers are alive, applications
+-- received from partners, one task per (application, insurer), and the transactional
+-- outbox of events bound for Kafka.
+
+-- Each poller registers its insurer and renews a heartbeat; intake assigns tasks only to
+-- insurers whose pollers are alive and not suspended.
+CREATE TABLE insurers (
+    name             text        PRIMARY KEY,
+    display_name     text        NOT NULL,
+    suspended        boolean     NOT NULL DEFAULT false,
+    -- closed | open | half_open, as the pollers' circuit breaker last reported it.
+    breaker_state    text        NOT NULL DEFAULT 'closed',
+    quote_timeout_ms integer     NOT NULL,
+    heartbeat_at     timestamptz NOT NULL DEFAULT now()
+);
 
 CREATE TABLE applications (
     id               uuid PRIMARY KEY,
@@ -47,3 +60,12 @@ CREATE TABLE outbox (
     headers     jsonb       NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Wake the relay on every committed insert (a hint; the relay also polls).
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('osago_outbox', '');
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();

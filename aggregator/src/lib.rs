@@ -1,5 +1,10 @@
 //! The aggregator: partner intake API, per-insurer pollers, and the transactional outbox
-//! relay to Kafka. This crate holds its database schema today; the quote-flow issue adds
-//! the services.
+//! relay to Kafka.
 
+pub mod app;
 pub mod db;
+pub mod intake;
+pub mod outbox;
+pub mod partners;
+pub mod registry;
+pub mod relay;

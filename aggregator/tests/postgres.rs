@@ -54,7 +54,7 @@ async fn migrations_apply_once_and_create_the_schema() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(tables, ["_sqlx_migrations", "applications", "outbox", "tasks"]);
+    assert_eq!(tables, ["_sqlx_migrations", "applications", "insurers", "outbox", "tasks"]);
     let applied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await.unwrap();
     assert_eq!(applied as usize, MIGRATOR.iter().count());

@@ -1,0 +1,57 @@
+//! `aggregator serve`: the intake API and the outbox relay in one process.
+
+use crate::intake::{self, Intake};
+use crate::partners::Partners;
+use crate::relay;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use platform::metrics::{ReadyCheck, routes, track_http};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Largest application body accepted; a real one is about 1 KiB.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What `serve` needs.
+pub struct ServeSettings {
+    pub pool: PgPool,
+    pub kafka_brokers: String,
+    pub partners: Partners,
+}
+
+/// The HTTP router: intake, health, readiness (database reachable) and metrics.
+pub fn router(pool: PgPool, partners: Partners) -> Router {
+    let ready_pool = pool.clone();
+    let ready: ReadyCheck = Arc::new(move || {
+        let pool = ready_pool.clone();
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
+    });
+    intake::router(Intake { pool, partners: Arc::new(partners) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
+        .merge(routes(ready))
+        .layer(axum::middleware::from_fn(track_http))
+}
+
+/// Serves intake on `listener` and runs the relay until `shutdown` resolves.
+pub async fn serve(
+    settings: ServeSettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let producer = relay::producer(&settings.kafka_brokers)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let relay = tokio::spawn(relay::run(settings.pool.clone(), producer, stopped(stop_rx.clone())));
+    let http = axum::serve(listener, router(settings.pool, settings.partners)).with_graceful_shutdown(stopped(stop_rx));
+    let http = tokio::spawn(async move { http.await });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    http.await??;
+    relay.await??;
+    Ok(())
+}

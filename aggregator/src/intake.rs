@@ -1,0 +1,191 @@
+//! The partner intake API: `POST /internal/v1/applications` stores an application and one
+//! task per active insurer in ONE transaction, wakes those insurers' pollers, and answers
+//! with the id it generated; `GET /internal/v1/insurers` lists who can take work.
+
+use crate::partners::Partners;
+use crate::registry::{self, ActiveInsurer};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use domain::request::{QuoteRequest, RequestError};
+use platform::Problem;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Longest accepted Idempotency-Key.
+const MAX_KEY_LEN: usize = 128;
+/// How long a caller should wait when no insurer can take work.
+const NO_INSURERS_RETRY: Duration = Duration::from_secs(5);
+
+/// What the intake handlers share.
+#[derive(Clone)]
+pub struct Intake {
+    pub pool: PgPool,
+    pub partners: Arc<Partners>,
+}
+
+/// The intake routes (without health and metrics, which the caller adds).
+pub fn router(state: Intake) -> Router {
+    Router::new()
+        .route("/internal/v1/applications", post(create_application))
+        .route("/internal/v1/insurers", get(list_insurers))
+        .with_state(state)
+}
+
+/// One insurer an application was sent to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignedInsurer {
+    pub name: String,
+    pub display_name: String,
+}
+
+/// The answer to a created (or replayed) application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub insurers: Vec<AssignedInsurer>,
+    /// When the last insurer's task expires.
+    pub deadline: DateTime<Utc>,
+}
+
+fn partner<'a>(state: &'a Intake, headers: &HeaderMap) -> Result<&'a str, Problem> {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    state.partners.authenticate(authorization).ok_or_else(|| Problem::unauthorized("a valid partner bearer token is required"))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Ok(Some(k.to_string())),
+            _ => Err(Problem::bad_request(format!("Idempotency-Key must be 1–{MAX_KEY_LEN} visible ASCII characters"))),
+        },
+    }
+}
+
+async fn create_application(State(state): State<Intake>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let partner = partner(&state, &headers)?.to_string();
+    let key = idempotency_key(&headers)?;
+    let request = QuoteRequest::from_json(&body, Utc::now().date_naive()).map_err(|e| match e {
+        RequestError::Syntax(msg) => Problem::bad_request(msg),
+        RequestError::Invalid(errors) => Problem::invalid(&errors),
+    })?;
+    let normalised = serde_json::to_value(&request).map_err(internal)?;
+    let hash = Sha256::digest(normalised.to_string().as_bytes()).to_vec();
+    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised).await.map_err(internal)? {
+        Stored::Created(accepted) => {
+            metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created").increment(1);
+            tracing::info!(application = %accepted.id, %partner, insurers = accepted.insurers.len(), "application accepted");
+            Ok((StatusCode::CREATED, Json(accepted)).into_response())
+        }
+        Stored::Replayed(accepted) => Ok((StatusCode::OK, Json(accepted)).into_response()),
+        Stored::KeyReused => Err(Problem::conflict("this Idempotency-Key was used with a different request body")),
+        Stored::NoInsurers => {
+            metrics::counter!("intake_applications_total", "partner" => partner, "outcome" => "no_insurers").increment(1);
+            Err(Problem::unavailable("no insurer can take applications right now", NO_INSURERS_RETRY))
+        }
+    }
+}
+
+enum Stored {
+    Created(Accepted),
+    Replayed(Accepted),
+    KeyReused,
+    NoInsurers,
+}
+
+/// The one transaction of intake: application, tasks, and the pollers' wake-up.
+async fn store(
+    pool: &PgPool,
+    partner: &str,
+    key: Option<&str>,
+    hash: &[u8],
+    request: &serde_json::Value,
+) -> sqlx::Result<Stored> {
+    let mut tx = pool.begin().await?;
+    if let Some(key) = key
+        && let Some(stored) = replay(&mut tx, partner, key, hash).await?
+    {
+        return Ok(stored);
+    }
+    let insurers = registry::active(&mut *tx).await?;
+    if insurers.is_empty() {
+        return Ok(Stored::NoInsurers);
+    }
+    let id = Uuid::new_v4();
+    let now = Utc::now();
+    let deadline_of = |i: &ActiveInsurer| now + chrono::Duration::milliseconds(i64::from(i.quote_timeout_ms));
+    let deadline = insurers.iter().map(deadline_of).max().unwrap_or(now);
+    let inserted = sqlx::query(
+        "INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(partner)
+    .bind(key)
+    .bind(hash)
+    .bind(request)
+    .bind(deadline)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // A concurrent request with the same key won the race; answer as it did.
+        tx.rollback().await?;
+        let mut tx = pool.begin().await?;
+        return Ok(replay(&mut tx, partner, key.unwrap_or_default(), hash).await?.unwrap_or(Stored::KeyReused));
+    }
+    for insurer in &insurers {
+        sqlx::query("INSERT INTO tasks (application_id, insurer, deadline) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(&insurer.name)
+            .bind(deadline_of(insurer))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(registry::TASKS_CHANNEL).bind(&insurer.name).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let insurers =
+        insurers.into_iter().map(|i| AssignedInsurer { name: i.name, display_name: i.display_name }).collect();
+    Ok(Stored::Created(Accepted { id, insurers, deadline }))
+}
+
+/// The stored answer for `key`, or `None` when the key is new.
+async fn replay(tx: &mut sqlx::PgConnection, partner: &str, key: &str, hash: &[u8]) -> sqlx::Result<Option<Stored>> {
+    let row: Option<(Uuid, Vec<u8>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, request_hash, deadline FROM applications WHERE partner = $1 AND idempotency_key = $2")
+            .bind(partner)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((id, stored_hash, deadline)) = row else { return Ok(None) };
+    if stored_hash != hash {
+        return Ok(Some(Stored::KeyReused));
+    }
+    let insurers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.insurer, COALESCE(i.display_name, t.insurer) FROM tasks t LEFT JOIN insurers i ON i.name = t.insurer
+         WHERE t.application_id = $1 ORDER BY t.insurer",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let insurers = insurers.into_iter().map(|(name, display_name)| AssignedInsurer { name, display_name }).collect();
+    Ok(Some(Stored::Replayed(Accepted { id, insurers, deadline })))
+}
+
+async fn list_insurers(State(state): State<Intake>, headers: HeaderMap) -> Result<Json<Vec<ActiveInsurer>>, Problem> {
+    partner(&state, &headers)?;
+    Ok(Json(registry::active(&state.pool).await.map_err(internal)?))
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "intake failed");
+    Problem::internal()
+}

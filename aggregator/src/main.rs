@@ -1,0 +1,50 @@
+//! `aggregator` binary: `serve` runs intake + outbox relay; `poller` runs one insurer's poller.
+
+use aggregator::app::{self, ServeSettings};
+use aggregator::partners::Partners;
+use clap::{Parser, Subcommand};
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+
+/// OSAGO aggregator: partner intake, outbox relay, insurer pollers.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Postgres URL of the aggregator's database.
+    #[arg(long, env = "AGGREGATOR_DATABASE_URL", global = true, default_value = "postgres://osago:osago@127.0.0.1:55432/aggregator")]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Intake API and outbox relay.
+    Serve {
+        /// Address of the intake API.
+        #[arg(long, env = "AGGREGATOR_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:59092")]
+        kafka_brokers: String,
+        /// Partners allowed to submit applications, as `name:token,name:token`.
+        #[arg(long, env = "AGGREGATOR_PARTNER_TOKENS", hide_env_values = true)]
+        partner_tokens: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("aggregator");
+    let cli = Cli::parse();
+    let pool = PgPoolOptions::new().max_connections(16).connect(&cli.database_url).await?;
+    aggregator::db::MIGRATOR.run(&pool).await?;
+    match cli.command {
+        Command::Serve { listen, kafka_brokers, partner_tokens } => {
+            let partners = Partners::parse(&partner_tokens).map_err(anyhow::Error::msg)?;
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
+            app::serve(ServeSettings { pool, kafka_brokers, partners }, listener, platform::shutdown_signal()).await
+        }
+    }
+}

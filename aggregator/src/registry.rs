@@ -1,0 +1,59 @@
+//! The registry of insurers with a live poller: pollers register and renew a heartbeat;
+//! intake assigns tasks only to insurers alive within [`ALIVE_WITHIN`] and not suspended.
+
+use serde::Serialize;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// How often a poller renews its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A poller silent for longer than this is taken for dead.
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(30);
+/// NOTIFY channel intake signals with an insurer's name when it has new tasks.
+pub const TASKS_CHANNEL: &str = "osago_tasks";
+
+/// An insurer as intake and the insurers API see it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ActiveInsurer {
+    pub name: String,
+    pub display_name: String,
+    pub breaker_state: String,
+    #[serde(skip)]
+    pub quote_timeout_ms: i32,
+}
+
+/// Registers the insurer or renews its heartbeat, with its current settings.
+pub async fn heartbeat(
+    pool: &PgPool,
+    name: &str,
+    display_name: &str,
+    suspended: bool,
+    breaker_state: &str,
+    quote_timeout: Duration,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO insurers (name, display_name, suspended, breaker_state, quote_timeout_ms, heartbeat_at)
+         VALUES ($1, $2, $3, $4, $5, now())
+         ON CONFLICT (name) DO UPDATE SET display_name = EXCLUDED.display_name, suspended = EXCLUDED.suspended,
+             breaker_state = EXCLUDED.breaker_state, quote_timeout_ms = EXCLUDED.quote_timeout_ms, heartbeat_at = now()",
+    )
+    .bind(name)
+    .bind(display_name)
+    .bind(suspended)
+    .bind(breaker_state)
+    .bind(i32::try_from(quote_timeout.as_millis()).unwrap_or(i32::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Insurers that can take work now, by name.
+pub async fn active<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
+    sqlx::query_as(
+        "SELECT name, display_name, breaker_state, quote_timeout_ms FROM insurers
+         WHERE NOT suspended AND heartbeat_at > now() - make_interval(secs => $1) ORDER BY name",
+    )
+    .bind(ALIVE_WITHIN.as_secs_f64())
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,137 @@
+//! The outbox relay: publishes outbox rows to Kafka and deletes each row once the broker
+//! acknowledged it. One relay is active at a time (a Postgres advisory lock), so rows are
+//! published in commit order; rows are claimed by reading what is there, never by
+//! remembering an offset, so a transaction that commits late is not skipped.
+
+use crate::outbox::CHANNEL;
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool};
+use std::time::{Duration, Instant};
+
+/// Advisory lock key held by the active relay ("OSAGOREL").
+const LOCK_KEY: i64 = 0x4F53_4147_4F52_454C;
+/// Rows published per round trip.
+const BATCH: i64 = 500;
+/// Polling fallback when no NOTIFY arrives (a lost notification costs at most this).
+const FALLBACK: Duration = Duration::from_millis(500);
+/// How long a standby relay waits before trying the lock again.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
+
+/// A Kafka producer set up for the outbox: idempotent, acks from all replicas.
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        // A message not delivered in time stays in the outbox and is retried by the next round.
+        .set("message.timeout.ms", "10000")
+        .create()?)
+}
+
+/// Runs the relay until `shutdown` resolves: standby until it holds the lock, then publishes.
+pub async fn run(pool: PgPool, producer: FutureProducer, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let database_url = pool.connect_options();
+    let mut lock = sqlx::PgConnection::connect_with(&database_url).await?;
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await?;
+        if locked {
+            break;
+        }
+        tracing::info!("another relay is active; standing by");
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(STANDBY_RETRY) => {}
+        }
+    }
+    tracing::info!("outbox relay active");
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    let mut last_gauge = Instant::now() - Duration::from_secs(60);
+    loop {
+        let published = match publish_batch(&pool, &producer).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox round failed; retrying");
+                metrics::counter!("outbox_relay_errors_total").increment(1);
+                tokio::time::sleep(FALLBACK).await;
+                0
+            }
+        };
+        if last_gauge.elapsed() > Duration::from_secs(2) {
+            record_depth(&pool).await;
+            last_gauge = Instant::now();
+        }
+        if published as i64 == BATCH {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = listener.recv() => {}
+            _ = tokio::time::sleep(FALLBACK) => {}
+        }
+        // The lock lives as long as its connection; lose one and the other relay takes over.
+        sqlx::query("SELECT 1").execute(&mut lock).await?;
+    }
+    tracing::info!("outbox relay stopped");
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    topic: String,
+    message_key: String,
+    payload: sqlx::types::Json<serde_json::Value>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged.
+async fn publish_batch(pool: &PgPool, producer: &FutureProducer) -> anyhow::Result<usize> {
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT id, topic, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
+            .bind(BATCH)
+            .fetch_all(pool)
+            .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let payloads: Vec<Vec<u8>> = rows.iter().map(|r| serde_json::to_vec(&r.payload.0)).collect::<Result<_, _>>()?;
+    // All sends are in flight together; the idempotent producer keeps their order per partition.
+    let sends = rows.iter().zip(&payloads).map(|(row, payload)| {
+        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+        let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(payload).headers(headers);
+        producer.send(record, Duration::from_secs(0))
+    });
+    let results = join_all(sends).await;
+    let mut delivered = Vec::with_capacity(rows.len());
+    for (row, result) in rows.iter().zip(results) {
+        match result {
+            Ok(_) => {
+                delivered.push(row.id);
+                let age = (chrono::Utc::now() - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                metrics::histogram!("outbox_publish_delay_seconds").record(age);
+            }
+            Err((e, _)) => tracing::warn!(outbox_id = row.id, error = %e, "not delivered; will retry"),
+        }
+    }
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&delivered).execute(pool).await?;
+    metrics::counter!("outbox_published_total").increment(delivered.len() as u64);
+    Ok(delivered.len())
+}
+
+async fn record_depth(pool: &PgPool) {
+    let row: Result<(i64, Option<f64>), _> =
+        sqlx::query_as("SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox")
+            .fetch_one(pool)
+            .await;
+    if let Ok((depth, oldest)) = row {
+        metrics::gauge!("outbox_depth").set(depth as f64);
+        metrics::gauge!("outbox_oldest_age_seconds").set(oldest.unwrap_or(0.0));
+    }
+}

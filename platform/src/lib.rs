@@ -1,0 +1,27 @@
+//! Service plumbing shared by core-app and the aggregator, so each idea has one place:
+//! RFC 7807 problem responses, Prometheus metrics, health endpoints, logging, shutdown.
+
+pub mod metrics;
+pub mod problem;
+pub mod telemetry;
+
+pub use problem::Problem;
+
+/// Resolves on Ctrl-C or SIGTERM, the signals a terminal and Kubernetes send.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
