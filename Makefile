@@ -14,9 +14,12 @@ INFRA := scripts/infra.sh
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-.PHONY: demo
-demo: infra-up build ## Run the platform locally (infrastructure + insurer sandbox for now)
+.PHONY: demo demo-smoke
+demo: infra-up build ## Run the whole platform locally: http://127.0.0.1:8080 (Ctrl-C stops it)
 	scripts/demo.sh
+
+demo-smoke: infra-up build ## Run the platform, submit the sample quote, follow it to complete
+	scripts/demo.sh --smoke
 
 .PHONY: test
 test: lint infra-up ## Everything: fmt, clippy, unit and integration tests against real Postgres and Kafka

@@ -1,27 +1,106 @@
 #!/usr/bin/env bash
-# Runs the local platform in the foreground: the insurer sandbox on top of the running
-# infrastructure (`make infra-up`). Ctrl-C stops the platform; the infrastructure stays up.
+# Runs the whole platform locally on top of `make infra-up`: the insurer sandbox, one
+# poller per examples/insurers/*.yaml, the aggregator (intake + outbox relay) and core-app.
+# Every process logs to .demo/logs/. Ctrl-C stops everything this script started.
+#
+#   scripts/demo.sh           run until Ctrl-C
+#   scripts/demo.sh --smoke   submit the sample quote, follow it to complete, print the
+#                             offers, stop; exit 0 only if every insurer answered and ≥3 offered
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${CARGO_TARGET_DIR:-target}"
-listen="${SANDBOX_LISTEN:-127.0.0.1:9100}"
+bin="${CARGO_TARGET_DIR:-target}/debug"
+logs=.demo/logs
+mkdir -p "$logs"
+eval "$(scripts/infra.sh env)"
+
+CORE_ADDR="${CORE_APP_LISTEN:-127.0.0.1:8080}"
+AGG_ADDR="${AGGREGATOR_LISTEN:-127.0.0.1:8081}"
+SANDBOX_ADDR="${SANDBOX_LISTEN:-127.0.0.1:9100}"
+TOKEN="demo-core-app-token"   # core-app's partner token at the aggregator (demo only)
+pg_base="${OSAGO_PG_URL%/*}"
+
+say() { printf '==> %s\n' "$*"; }
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+cleanup() {
+  trap - EXIT INT TERM
+  if ((${#pids[@]})); then
+    say "stopping ${#pids[@]} processes"
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$target/debug/sandbox" --config sandbox/sandbox.toml --listen "$listen" &
-pids+=($!)
+start() { # name, command...
+  local name=$1; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=($!)
+}
 
-for _ in $(seq 50); do curl -fsS "http://$listen/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready() { # name, url
+  for _ in $(seq 150); do
+    curl -fsS "$2" >/dev/null 2>&1 && return 0
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "error: $1 did not become ready; last lines of $logs/$1.log:" >&2
+  tail -n 20 "$logs/$1.log" >&2
+  exit 1
+}
+
+for db in aggregator core_app; do
+  if ! psql "$OSAGO_PG_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    say "creating database $db"
+    psql -q "$OSAGO_PG_URL" -c "CREATE DATABASE $db"
+  fi
+done
+
+say "starting the insurer sandbox on $SANDBOX_ADDR"
+start sandbox "$bin/sandbox" --config sandbox/sandbox.toml --listen "$SANDBOX_ADDR"
+wait_ready sandbox "http://$SANDBOX_ADDR/readyz"
+
+say "starting the aggregator on $AGG_ADDR"
+export AGGREGATOR_DATABASE_URL="$pg_base/aggregator" KAFKA_BROKERS="$OSAGO_KAFKA_BROKERS"
+AGGREGATOR_PARTNER_TOKENS="core-app:$TOKEN" start aggregator "$bin/aggregator" serve --listen "$AGG_ADDR"
+wait_ready aggregator "http://$AGG_ADDR/readyz"
+
+for spec in examples/insurers/*.yaml; do
+  name=$(basename "$spec" .yaml)
+  start "poller-$name" "$bin/aggregator" poller --spec "$spec" --secrets-dir examples/secrets
+done
+say "started $(ls examples/insurers/*.yaml | wc -l) pollers"
+
+say "starting core-app on $CORE_ADDR"
+CORE_APP_DATABASE_URL="$pg_base/core_app" AGGREGATOR_URL="http://$AGG_ADDR" AGGREGATOR_TOKEN="$TOKEN" \
+  start core-app "$bin/core-app" --listen "$CORE_ADDR"
+wait_ready core-app "http://$CORE_ADDR/readyz"
+
+# Pollers register within a moment; wait until all of them can take work.
+want=$(ls examples/insurers/*.yaml | wc -l)
+for _ in $(seq 100); do
+  have=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://$AGG_ADDR/internal/v1/insurers" 2>/dev/null | grep -o '"name"' | wc -l || true)
+  [[ $have -ge $want ]] && break
+  sleep 0.1
+done
+say "$have of $want insurers ready"
+
 cat <<MSG
 
-==> OSAGO platform (local)
-    insurer sandbox   http://$listen/_control/insurers   (six insurers, three API styles)
-    sandbox metrics   http://$listen/metrics
-    Postgres          $(scripts/infra.sh env | sed -n 's/^export OSAGO_PG_URL=//p')
-    Kafka             $(scripts/infra.sh env | sed -n 's/^export OSAGO_KAFKA_BROKERS=//p')
-    Ctrl-C stops the platform; 'make infra-down' stops the infrastructure.
+    OSAGO platform        http://$CORE_ADDR/
+    API                   http://$CORE_ADDR/openapi.json
+    aggregator intake     http://$AGG_ADDR/internal/v1/insurers (partner token: $TOKEN)
+    insurer sandbox       http://$SANDBOX_ADDR/_control/insurers
+    logs                  $logs/
+    Ctrl-C stops the platform; 'make infra-down' stops Postgres and Kafka.
 
 MSG
+
+if [[ ${1:-} == --smoke ]]; then
+  "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
+  exit $?
+fi
 wait -n "${pids[@]}"
+echo "error: a process exited; see $logs/" >&2
+exit 1

@@ -53,7 +53,6 @@ CREATE INDEX tasks_due ON tasks (insurer, next_poll_at) WHERE status = 'pending'
 CREATE TABLE outbox (
     id          bigserial   PRIMARY KEY,
     event_id    uuid        NOT NULL UNIQUE,
-    topic       text        NOT NULL,
     -- Kafka message key: the quote id, so one quote's events stay in order.
     message_key text        NOT NULL,
     payload     jsonb       NOT NULL,

@@ -18,6 +18,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct ServeSettings {
     pub pool: PgPool,
     pub kafka_brokers: String,
+    /// Topic of quote events (normally [`domain::events::TOPIC`]).
+    pub topic: String,
     pub partners: Partners,
 }
 
@@ -46,7 +48,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let relay = tokio::spawn(relay::run(settings.pool.clone(), producer, stopped(stop_rx.clone())));
+    let relay = tokio::spawn(relay::run(settings.pool.clone(), producer, settings.topic, stopped(stop_rx.clone())));
     let http = axum::serve(listener, router(settings.pool, settings.partners)).with_graceful_shutdown(stopped(stop_rx));
     let http = tokio::spawn(async move { http.await });
     shutdown.await;

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use domain::intake::{Accepted, AssignedInsurer};
 use domain::request::{QuoteRequest, RequestError};
 use platform::Problem;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -38,22 +38,6 @@ pub fn router(state: Intake) -> Router {
         .route("/internal/v1/applications", post(create_application))
         .route("/internal/v1/insurers", get(list_insurers))
         .with_state(state)
-}
-
-/// One insurer an application was sent to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AssignedInsurer {
-    pub name: String,
-    pub display_name: String,
-}
-
-/// The answer to a created (or replayed) application.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Accepted {
-    pub id: Uuid,
-    pub insurers: Vec<AssignedInsurer>,
-    /// When the last insurer's task expires.
-    pub deadline: DateTime<Utc>,
 }
 
 fn partner<'a>(state: &'a Intake, headers: &HeaderMap) -> Result<&'a str, Problem> {

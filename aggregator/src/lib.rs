@@ -2,9 +2,11 @@
 //! relay to Kafka.
 
 pub mod app;
+pub mod clients;
 pub mod db;
 pub mod intake;
 pub mod outbox;
 pub mod partners;
+pub mod poller;
 pub mod registry;
 pub mod relay;

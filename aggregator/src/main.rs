@@ -27,6 +27,9 @@ enum Command {
         /// Kafka bootstrap servers.
         #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:59092")]
         kafka_brokers: String,
+        /// Topic of quote events.
+        #[arg(long, env = "KAFKA_TOPIC", default_value = domain::events::TOPIC)]
+        topic: String,
         /// Partners allowed to submit applications, as `name:token,name:token`.
         #[arg(long, env = "AGGREGATOR_PARTNER_TOKENS", hide_env_values = true)]
         partner_tokens: String,
@@ -40,11 +43,11 @@ async fn main() -> anyhow::Result<()> {
     let pool = PgPoolOptions::new().max_connections(16).connect(&cli.database_url).await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {
-        Command::Serve { listen, kafka_brokers, partner_tokens } => {
+        Command::Serve { listen, kafka_brokers, topic, partner_tokens } => {
             let partners = Partners::parse(&partner_tokens).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
-            app::serve(ServeSettings { pool, kafka_brokers, partners }, listener, platform::shutdown_signal()).await
+            app::serve(ServeSettings { pool, kafka_brokers, topic, partners }, listener, platform::shutdown_signal()).await
         }
     }
 }

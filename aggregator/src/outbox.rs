@@ -5,16 +5,13 @@
 use domain::events::QuoteEvent;
 use sqlx::PgConnection;
 
-/// The Kafka topic of quote events; message key = quote id.
-pub const TOPIC: &str = "osago.quote-events.v1";
 /// NOTIFY channel the outbox trigger signals on every insert.
 pub const CHANNEL: &str = "osago_outbox";
 
 /// Appends `event` to the outbox inside the caller's transaction.
 pub async fn append(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO outbox (event_id, topic, message_key, payload) VALUES ($1, $2, $3, $4)")
+    sqlx::query("INSERT INTO outbox (event_id, message_key, payload) VALUES ($1, $2, $3)")
         .bind(event.event_id)
-        .bind(TOPIC)
         .bind(event.quote_id.to_string())
         .bind(sqlx::types::Json(event))
         .execute(tx)

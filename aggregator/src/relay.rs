@@ -34,7 +34,12 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 }
 
 /// Runs the relay until `shutdown` resolves: standby until it holds the lock, then publishes.
-pub async fn run(pool: PgPool, producer: FutureProducer, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    pool: PgPool,
+    producer: FutureProducer,
+    topic: String,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let database_url = pool.connect_options();
     let mut lock = sqlx::PgConnection::connect_with(&database_url).await?;
@@ -54,7 +59,7 @@ pub async fn run(pool: PgPool, producer: FutureProducer, shutdown: impl Future<O
     listener.listen(CHANNEL).await?;
     let mut last_gauge = Instant::now() - Duration::from_secs(60);
     loop {
-        let published = match publish_batch(&pool, &producer).await {
+        let published = match publish_batch(&pool, &producer, &topic).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox round failed; retrying");
@@ -85,16 +90,15 @@ pub async fn run(pool: PgPool, producer: FutureProducer, shutdown: impl Future<O
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
-    topic: String,
     message_key: String,
     payload: sqlx::types::Json<serde_json::Value>,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged.
-async fn publish_batch(pool: &PgPool, producer: &FutureProducer) -> anyhow::Result<usize> {
+async fn publish_batch(pool: &PgPool, producer: &FutureProducer, topic: &str) -> anyhow::Result<usize> {
     let rows: Vec<Row> =
-        sqlx::query_as("SELECT id, topic, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
+        sqlx::query_as("SELECT id, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
             .bind(BATCH)
             .fetch_all(pool)
             .await?;
@@ -105,7 +109,7 @@ async fn publish_batch(pool: &PgPool, producer: &FutureProducer) -> anyhow::Resu
     // All sends are in flight together; the idempotent producer keeps their order per partition.
     let sends = rows.iter().zip(&payloads).map(|(row, payload)| {
         let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
-        let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(payload).headers(headers);
+        let record = FutureRecord::to(topic).key(&row.message_key).payload(payload).headers(headers);
         producer.send(record, Duration::from_secs(0))
     });
     let results = join_all(sends).await;

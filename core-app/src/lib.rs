@@ -1,1 +1,78 @@
-//! core-app
+//! core-app: the public REST + SSE API, the Kafka consumer that stores quote events, the
+//! deadline keeper, and the web page.
+
+pub mod aggregator_client;
+pub mod api;
+pub mod consumer;
+pub mod deadline;
+pub mod hub;
+pub mod store;
+pub mod web;
+
+use aggregator_client::AggregatorClient;
+use api::{ApiSettings, AppState};
+use axum::Router;
+use hub::Hub;
+use platform::metrics::{ReadyCheck, routes, track_http};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// core-app's database schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// What a core-app replica needs.
+pub struct Settings {
+    pub pool: PgPool,
+    pub kafka_brokers: String,
+    /// Topic of quote events (normally [`domain::events::TOPIC`]).
+    pub topic: String,
+    /// Consumer group; every replica of one deployment shares it.
+    pub consumer_group: String,
+    pub aggregator: AggregatorClient,
+    pub api: ApiSettings,
+}
+
+/// The whole HTTP surface: API, page, health, readiness and metrics.
+pub fn router(state: AppState) -> Router {
+    let pool = state.pool.clone();
+    let ready: ReadyCheck = Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
+    });
+    let app = api::router(state)
+        .merge(web::router())
+        .merge(routes(ready))
+        .layer(axum::middleware::from_fn(track_http))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ));
+    web::security_headers(app)
+}
+
+/// Runs a replica on `listener` until `shutdown` resolves: HTTP, Kafka consumer, the
+/// LISTEN fan-out and the deadline keeper.
+pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let listen = tokio::spawn(hub.clone().listen(settings.pool.clone()));
+    let consumer = consumer::consumer(&settings.kafka_brokers, &settings.consumer_group, &settings.topic)?;
+    let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, stopped(stop_rx.clone())));
+    let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), stopped(stop_rx.clone())));
+    let state = AppState::new(settings.pool, hub, settings.aggregator, settings.api);
+    let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx));
+    let http = tokio::spawn(async move { http.await });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    // Open SSE streams end with the process; give in-flight requests a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    consuming.await?;
+    deadlines.await?;
+    listen.abort();
+    Ok(())
+}

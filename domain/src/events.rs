@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The Kafka topic of quote events (message key = quote id).
+pub const TOPIC: &str = "osago.quote-events.v1";
+
 /// One insurer's result for one quote, as it changes over time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

@@ -2,6 +2,8 @@
 //! `make infra-up` (`scripts/infra.sh`): every test gets its own database or topic, so
 //! tests run in parallel and leave nothing behind that another test could see.
 
+pub mod sse;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

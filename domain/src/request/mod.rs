@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// A valid quote request, serialising to the contract's JSON shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "RawQuoteRequest")]
 pub struct QuoteRequest {
     pub vehicle: Vehicle,
@@ -28,27 +29,35 @@ pub struct QuoteRequest {
 
 /// The insured vehicle.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Vehicle {
     pub category: VehicleCategory,
     pub make: String,
     pub model: String,
     pub year: u16,
     pub power_hp: u16,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "XTAGFL110KY123456"))]
     pub vin: Vin,
     /// Absent for a new car that is not registered yet.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "А123ВС77"))]
     pub plate: Option<Plate>,
     pub purpose: Purpose,
 }
 
 /// The vehicle's owner (the policy holder).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Owner {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub last_name: PersonName,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub first_name: PersonName,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub middle_name: Option<PersonName>,
     pub birth_date: NaiveDate,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "4510 123456"))]
     pub passport: Passport,
     /// 2–3 digit code of the Russian region of registration.
     pub region: String,
@@ -58,21 +67,28 @@ pub struct Owner {
 
 /// A driver listed on the policy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Driver {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub last_name: PersonName,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub first_name: PersonName,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub middle_name: Option<PersonName>,
     pub birth_date: NaiveDate,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "7700 123456"))]
     pub licence: Licence,
     pub experience_since: NaiveDate,
     /// Bonus-malus class when the caller knows it; insurers otherwise look it up by licence.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "3"))]
     pub kbm_class: Option<KbmClass>,
 }
 
 /// The requested policy period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     pub start_date: NaiveDate,
     pub period_months: u8,

@@ -1,0 +1,338 @@
+//! The per-insurer poller: one runtime per `InsurerIntegration`, any number of replicas.
+//!
+//! It registers the insurer and renews its heartbeat, is woken by intake's
+//! `NOTIFY osago_tasks '<insurer>'` (with a fallback tick and a wake-up at the next due
+//! task), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`; an expired lease is
+//! claimable again, so a killed replica's tasks are taken over), and runs one *step* per
+//! claimed task — create the calculation or poll it — with at most
+//! `rateLimit.maxConcurrent` steps in flight. A step ends by writing the task back:
+//! progress and the next due time, or the final outcome together with its outbox event
+//! in one transaction ([`store`]). What a result means is decided by pure functions
+//! ([`transition`], [`schedule`]).
+//!
+//! Logs carry the insurer and the task (= quote) id, never application data or insurers'
+//! messages, which may echo it.
+
+pub mod schedule;
+mod store;
+pub mod transition;
+
+use crate::clients::{self, CallError, InsurerApi};
+use crate::registry::{self, HEARTBEAT_EVERY, TASKS_CHANNEL};
+use anyhow::Context;
+use crds::InsurerIntegration;
+use domain::events::InsurerOutcome;
+use domain::request::QuoteRequest;
+use schedule::Schedule;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinSet};
+use tracing::{Instrument, debug, info, info_span, warn};
+use transition::{Cause, Transition};
+use uuid::Uuid;
+
+/// Default lease on a claimed task.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Default fallback tick: look for due tasks at least this often, notified or not.
+pub const DEFAULT_FALLBACK_TICK: Duration = Duration::from_secs(1);
+/// Default time given to steps in flight at shutdown before they are cut off.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A step ends this long before its lease, so its write lands while the lease is ours and
+/// the next holder's first call is at least this long after our last one.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// Shortest pause between two looks for due tasks (a due task can be briefly locked by
+/// another replica's claim).
+const MIN_PAUSE: Duration = Duration::from_millis(10);
+/// Tries of a write-back before the step gives up and lets the lease run out.
+const WRITE_TRIES: u32 = 3;
+
+/// Everything a poller needs.
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    /// The insurer's manifest: API, auth, timeouts, retry, rate limit, polling.
+    pub manifest: InsurerIntegration,
+    pub pool: PgPool,
+    /// Where the Secrets the manifest refers to are mounted: `{dir}/{name}/{key}`.
+    pub secrets_dir: PathBuf,
+    /// This replica's name in `tasks.lease_owner`; unique among live replicas.
+    pub replica_id: String,
+    /// How long a claim holds a task. Raised to twice the request timeout plus two
+    /// seconds when shorter, so a lease never runs out under a call in flight.
+    pub lease: Duration,
+    /// How often to look for due tasks without a notification (at most a second in
+    /// production; tests lengthen it to prove the notification path).
+    pub fallback_tick: Duration,
+    /// How long shutdown waits for steps in flight before cutting them off.
+    pub shutdown_grace: Duration,
+}
+
+impl PollerSettings {
+    /// Settings with the default lease, tick and grace.
+    pub fn new(manifest: InsurerIntegration, pool: PgPool, secrets_dir: PathBuf, replica_id: String) -> Self {
+        PollerSettings {
+            manifest,
+            pool,
+            secrets_dir,
+            replica_id,
+            lease: DEFAULT_LEASE,
+            fallback_tick: DEFAULT_FALLBACK_TICK,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Runs the poller of `settings.manifest` until `shutdown` resolves, then stops claiming,
+/// lets the steps in flight finish (within `shutdown_grace`) and releases its leases.
+///
+/// Fails at start when the credentials or the base URL are unusable or the database is
+/// unreachable; afterwards, errors are logged and retried.
+pub async fn run(settings: PollerSettings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let api = clients::for_spec(&settings.manifest.spec, &settings.secrets_dir)
+        .with_context(|| format!("insurer {}", settings.manifest.name()))?;
+    run_with_api(settings, api, shutdown).await
+}
+
+/// [`run`] with a given API client instead of the one the manifest describes.
+pub async fn run_with_api(
+    settings: PollerSettings,
+    api: Arc<dyn InsurerApi>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let PollerSettings { manifest, pool, replica_id, lease, fallback_tick, shutdown_grace, .. } = settings;
+    let insurer = manifest.name().to_string();
+    let spec = &manifest.spec;
+    let lease = lease.max(spec.timeouts.request.get() * 2 + LEASE_MARGIN * 2);
+    let max_in_flight = usize::try_from(spec.rate_limit.max_concurrent.max(1)).unwrap_or(usize::MAX);
+    let ctx = Arc::new(Step {
+        pool: pool.clone(),
+        api,
+        insurer: insurer.clone(),
+        me: replica_id.clone(),
+        budget: lease - LEASE_MARGIN,
+        schedule: Schedule::from_spec(spec),
+    });
+
+    let wake = Arc::new(Notify::new());
+    let mut listener = PgListener::connect_with(&pool).await.context("connecting the task listener")?;
+    listener.listen(TASKS_CHANNEL).await.context("listening for tasks")?;
+    let heartbeat = Heartbeat::of(&manifest);
+    heartbeat.send(&pool).await.context("registering the insurer")?;
+    let listening = tokio::spawn(listen(listener, insurer.clone(), wake.clone()).in_current_span());
+    let beating = tokio::spawn(heartbeat.repeat(pool.clone()).in_current_span());
+    info!(%insurer, replica = %replica_id, max_in_flight, lease_ms = lease.as_millis() as u64, "poller started");
+
+    let mut in_flight = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while let Some(done) = in_flight.try_join_next() {
+            report(&insurer, done);
+        }
+        let free = max_in_flight.saturating_sub(in_flight.len());
+        let mut pause = fallback_tick;
+        if free > 0 {
+            match store::claim(&pool, &insurer, &replica_id, lease, free).await {
+                Ok(tasks) => {
+                    let more_may_be_due = tasks.len() == free;
+                    for task in tasks {
+                        let span = info_span!("task", %insurer, task = %task.application_id);
+                        in_flight.spawn(ctx.clone().run(task).instrument(span));
+                    }
+                    // When every slot was filled, a finishing step wakes the loop instead.
+                    if !more_may_be_due {
+                        match store::next_due(&pool, &insurer).await {
+                            Ok(Some(due)) => pause = pause.min(due).max(MIN_PAUSE),
+                            Ok(None) => {}
+                            Err(error) => warn!(%insurer, %error, "reading the next due time failed"),
+                        }
+                    }
+                }
+                Err(error) => warn!(%insurer, %error, "claiming tasks failed"),
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => report(&insurer, done),
+        }
+    }
+
+    listening.abort();
+    info!(%insurer, in_flight = in_flight.len(), "poller stopping: no more claims");
+    let drain = async {
+        while let Some(done) = in_flight.join_next().await {
+            report(&insurer, done);
+        }
+    };
+    if tokio::time::timeout(shutdown_grace, drain).await.is_err() {
+        warn!(%insurer, in_flight = in_flight.len(), "shutdown grace over; cutting off the steps in flight");
+        in_flight.shutdown().await;
+    }
+    match store::release_all(&pool, &insurer, &replica_id).await {
+        Ok(0) => {}
+        Ok(released) => info!(%insurer, released, "released the leases of unfinished steps"),
+        Err(error) => warn!(%insurer, %error, "releasing leases failed; they run out by themselves"),
+    }
+    beating.abort();
+    info!(%insurer, "poller stopped");
+    Ok(())
+}
+
+fn report(insurer: &str, done: Result<(), JoinError>) {
+    if let Err(error) = done
+        && error.is_panic()
+    {
+        warn!(%insurer, "a task step panicked; its lease runs out and another step retries it");
+    }
+}
+
+/// Wakes the claim loop when intake notifies this insurer's name.
+async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) if notification.payload() == insurer => wake.notify_one(),
+            Ok(Some(_)) => {}
+            // Reconnected; notifications sent meanwhile are lost, so look now.
+            Ok(None) => wake.notify_one(),
+            Err(error) => {
+                warn!(%insurer, %error, "task listener failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// What the poller reports to the registry.
+#[derive(Clone)]
+struct Heartbeat {
+    name: String,
+    display_name: String,
+    suspended: bool,
+    quote_timeout: Duration,
+}
+
+impl Heartbeat {
+    fn of(manifest: &InsurerIntegration) -> Self {
+        Heartbeat {
+            name: manifest.name().to_string(),
+            display_name: manifest.spec.display_name.clone(),
+            suspended: manifest.spec.suspend,
+            quote_timeout: manifest.spec.timeouts.quote.get(),
+        }
+    }
+
+    async fn send(&self, pool: &PgPool) -> sqlx::Result<()> {
+        // The circuit breaker is not there yet: always closed.
+        registry::heartbeat(pool, &self.name, &self.display_name, self.suspended, "closed", self.quote_timeout).await
+    }
+
+    async fn repeat(self, pool: PgPool) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.send(&pool).await {
+                warn!(insurer = %self.name, %error, "heartbeat failed");
+            }
+        }
+    }
+}
+
+/// What every step of this poller shares.
+struct Step {
+    pool: PgPool,
+    api: Arc<dyn InsurerApi>,
+    insurer: String,
+    me: String,
+    /// A step's calls must end within this (the lease less a margin).
+    budget: Duration,
+    schedule: Schedule,
+}
+
+impl Step {
+    /// One step of one claimed task: call the insurer, decide, write back.
+    async fn run(self: Arc<Self>, task: store::ClaimedTask) {
+        let attempts = u32::try_from(task.attempts).unwrap_or(0);
+        let id = task.application_id;
+        let transition = if task.expired {
+            transition::expired(attempts)
+        } else {
+            match tokio::time::timeout(self.budget, self.call(task, attempts)).await {
+                Ok(transition) => transition,
+                Err(_) => transition::after_error(&self.schedule, attempts.saturating_add(1), CallError::Timeout),
+            }
+        };
+        self.write(id, transition).await;
+    }
+
+    async fn call(&self, task: store::ClaimedTask, attempts: u32) -> Transition {
+        if let Some(reference) = &task.insurer_ref {
+            return transition::after_poll(&self.schedule, attempts, self.api.poll(reference).await);
+        }
+        let request = task.request.and_then(|json| serde_json::from_value::<QuoteRequest>(json.0).ok());
+        let Some(request) = request else {
+            return transition::unreadable_request(attempts);
+        };
+        let key = clients::task_key(&self.insurer, task.application_id);
+        transition::after_create(&self.schedule, attempts, self.api.create(&key, &request).await)
+    }
+
+    async fn write(&self, id: Uuid, transition: Transition) {
+        for tries in 1..=WRITE_TRIES {
+            match self.write_once(id, &transition).await {
+                Ok(()) => return,
+                Err(error) if tries < WRITE_TRIES => {
+                    warn!(%error, tries, "writing the task back failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(error) => warn!(%error, "writing the task back failed; its lease runs out and the step is repeated"),
+            }
+        }
+    }
+
+    async fn write_once(&self, id: Uuid, transition: &Transition) -> sqlx::Result<()> {
+        let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
+        match transition {
+            Transition::Reschedule { insurer_ref, attempts, wait, cause } => {
+                if !store::reschedule(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, *wait).await? {
+                    warn!("lease lost to another replica; progress dropped");
+                    return Ok(());
+                }
+                let wait_ms = wait.as_millis() as u64;
+                match cause {
+                    Cause::Pending if insurer_ref.is_some() => debug!(wait_ms, "created; calculating"),
+                    Cause::Pending => debug!(attempts, wait_ms, "still calculating"),
+                    Cause::Failure(error) => warn!(%error, attempts, wait_ms, "call failed; retrying"),
+                }
+            }
+            Transition::Finish { insurer_ref, attempts, outcome } => {
+                let finished =
+                    store::finish(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, outcome.clone()).await?;
+                let Some(event) = finished else {
+                    warn!("lease lost to another replica; outcome dropped");
+                    return Ok(());
+                };
+                let (status, detail) = describe(&event.outcome);
+                info!(status, detail, version = event.version, attempts, "task finished");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome for a log line: status and something safe to show — the premium, or the
+/// reason's code (the text after the code may echo the application).
+fn describe(outcome: &InsurerOutcome) -> (&'static str, String) {
+    match outcome {
+        InsurerOutcome::Pending => ("pending", String::new()),
+        InsurerOutcome::Offer { offer } => ("offer", offer.premium.amount().to_string()),
+        InsurerOutcome::Declined { .. } => ("declined", String::new()),
+        InsurerOutcome::Failed { reason } => ("failed", reason.split(':').next().unwrap_or_default().to_string()),
+        InsurerOutcome::Expired => ("expired", String::new()),
+    }
+}

@@ -1,0 +1,121 @@
+//! `GET /api/v1/quotes/{id}/events`: the quote's events as Server-Sent Events. Replays what
+//! is stored after `Last-Event-ID` (or everything), then goes live; `complete` is last and
+//! the server closes after it.
+
+use super::AppState;
+use super::quotes::{internal, not_found, parse_id};
+use crate::hub::Subscription;
+use crate::store::{self, StoredEvent};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use platform::Problem;
+use serde::Deserialize;
+use sqlx::PgPool;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Events read from the database per round trip.
+const PAGE: i64 = 64;
+
+/// Where to resume, for clients that cannot set the `Last-Event-ID` header.
+#[derive(Deserialize)]
+pub struct Resume {
+    last_event_id: Option<i64>,
+}
+
+/// The event stream of a quote.
+#[utoipa::path(get, path = "/api/v1/quotes/{id}/events", tag = "quotes",
+    params(
+        ("id" = Uuid, Path, description = "Quote id"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "Events `status`, `offer`, then `complete`", content_type = "text/event-stream"),
+        (status = 204, description = "The quote is complete and nothing follows the given event id"),
+        (status = 404, description = "No such quote", content_type = "application/problem+json"),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(resume): Query<Resume>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(resume.last_event_id)
+        .unwrap_or(0);
+    // Subscribe before the first read, so nothing committed in between is missed.
+    let mut subscription = state.hub.subscribe(id);
+    subscription.mark_seen();
+    let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(internal)?;
+    if first.is_empty() {
+        let view = store::view(&state.pool, id).await.map_err(internal)?.ok_or_else(|| not_found(id))?;
+        if view.status == "complete" {
+            // 204 tells EventSource not to reconnect: the stream is over.
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+    let live = Live {
+        pool: state.pool.clone(),
+        quote: id,
+        last,
+        buffer: first.into(),
+        subscription,
+        done: false,
+        hello: Some(state.settings.sse_retry),
+    };
+    let sse = Sse::new(events(live)).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat).text("heartbeat"));
+    let mut response = sse.into_response();
+    // Proxies such as nginx must pass events through at once.
+    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// The state of one live stream.
+struct Live {
+    pool: PgPool,
+    quote: Uuid,
+    last: i64,
+    buffer: VecDeque<StoredEvent>,
+    subscription: Subscription,
+    done: bool,
+    /// The `retry:` to send first.
+    hello: Option<Duration>,
+}
+
+fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(live, |mut s| async move {
+        if let Some(retry) = s.hello.take() {
+            return Some((Ok(Event::default().retry(retry).comment("stream open")), s));
+        }
+        loop {
+            if let Some(e) = s.buffer.pop_front() {
+                s.last = e.seq;
+                s.done = e.name == "complete";
+                let event = Event::default().id(e.seq.to_string()).event(&e.name).data(e.data.to_string());
+                return Some((Ok(event), s));
+            }
+            if s.done {
+                return None;
+            }
+            s.subscription.mark_seen();
+            match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
+                Ok(more) if !more.is_empty() => s.buffer.extend(more),
+                Ok(_) => s.subscription.changed().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}

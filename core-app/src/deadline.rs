@@ -1,0 +1,29 @@
+//! core-app enforces each quote's deadline itself, so a quote completes even when the
+//! aggregator or Kafka is down; after a restart, overdue quotes are completed at once.
+
+use crate::store;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// How often overdue quotes are looked for.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// Completes overdue quotes until `shutdown` resolves.
+pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        match store::expire_due(&pool, 100).await {
+            Ok(expired) if !expired.is_empty() => {
+                metrics::counter!("quotes_expired_total").increment(expired.len() as u64);
+                tracing::info!(count = expired.len(), "overdue quotes completed");
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring quotes failed"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! core-app's persistence: quotes, each insurer's latest result, and the per-quote event
+//! log that SSE streams replay. Every change to a quote happens under its row lock, so
+//! sequence numbers are gap-free and each insurer result is stored exactly once.
+
+use chrono::{DateTime, Utc};
+use domain::events::{InsurerOutcome, QuoteEvent};
+use domain::intake::Accepted;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// NOTIFY channel carrying the id of a quote that has new events; every replica listens.
+pub const CHANNEL: &str = "osago_quote_events";
+/// Reason given to insurers still pending when the quote's deadline passes.
+pub const EXPIRED_REASON: &str = "no answer before the deadline";
+
+/// What happened to an event offered to [`apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored with this sequence number (and the quote may have completed with it).
+    Stored { seq: i64, completed: bool },
+    /// The same event id was stored before.
+    Duplicate,
+    /// An event of this insurer with the same or a newer version was stored before.
+    Stale,
+    /// The quote is not stored yet; the event waits for it.
+    Early,
+    /// The quote completed (deadline passed) before this event arrived.
+    Late,
+    /// The quote has no such insurer.
+    UnknownInsurer,
+}
+
+impl Applied {
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Applied::Stored { .. } => "stored",
+            Applied::Duplicate => "duplicate",
+            Applied::Stale => "stale",
+            Applied::Early => "early",
+            Applied::Late => "late",
+            Applied::UnknownInsurer => "unknown_insurer",
+        }
+    }
+}
+
+/// A quote by its idempotency key: its id and request hash.
+pub async fn find_by_key(pool: &PgPool, key: &str) -> sqlx::Result<Option<(Uuid, Vec<u8>)>> {
+    sqlx::query_as("SELECT id, request_hash FROM quotes WHERE idempotency_key = $1").bind(key).fetch_optional(pool).await
+}
+
+/// Stores a quote the aggregator accepted, and applies events that arrived before it.
+/// Storing the same quote twice is a no-op.
+pub async fn create(
+    pool: &PgPool,
+    accepted: &Accepted,
+    key: Option<&str>,
+    request_hash: &[u8],
+    grace: chrono::Duration,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(accepted.id)
+    .bind(key)
+    .bind(request_hash)
+    .bind(accepted.deadline)
+    .bind(accepted.deadline + grace)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return tx.commit().await;
+    }
+    for insurer in &accepted.insurers {
+        sqlx::query("INSERT INTO quote_insurers (quote_id, insurer, display_name) VALUES ($1, $2, $3)")
+            .bind(accepted.id)
+            .bind(&insurer.name)
+            .bind(&insurer.display_name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let early: Vec<sqlx::types::Json<QuoteEvent>> =
+        sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload").bind(accepted.id).fetch_all(&mut *tx).await?;
+    let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
+    early.sort_by_key(|e| (e.insurer.clone(), e.version));
+    for event in &early {
+        apply_in(&mut tx, event).await?;
+    }
+    tx.commit().await
+}
+
+/// Applies one event from the aggregator exactly once.
+pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
+    let mut tx = pool.begin().await?;
+    let applied = apply_in(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
+    let seen: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM quote_events WHERE event_id = $1").bind(event.event_id).fetch_optional(&mut *tx).await?;
+    if seen.is_some() {
+        return Ok(Applied::Duplicate);
+    }
+    let quote: Option<(i64, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
+            .bind(event.quote_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((next_seq, completed_at)) = quote else {
+        sqlx::query("INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(event.event_id)
+            .bind(event.quote_id)
+            .bind(sqlx::types::Json(event))
+            .execute(&mut *tx)
+            .await?;
+        return Ok(Applied::Early);
+    };
+    if completed_at.is_some() {
+        return Ok(Applied::Late);
+    }
+    let insurer: Option<(String, i32)> =
+        sqlx::query_as("SELECT display_name, version FROM quote_insurers WHERE quote_id = $1 AND insurer = $2")
+            .bind(event.quote_id)
+            .bind(&event.insurer)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((display_name, version)) = insurer else { return Ok(Applied::UnknownInsurer) };
+    if i64::from(event.version) <= i64::from(version) {
+        return Ok(Applied::Stale);
+    }
+    let (status, offer, reason) = outcome_columns(&event.outcome);
+    sqlx::query(
+        "UPDATE quote_insurers SET status = $3, version = $4, offer = $5, reason = $6, updated_at = now()
+         WHERE quote_id = $1 AND insurer = $2",
+    )
+    .bind(event.quote_id)
+    .bind(&event.insurer)
+    .bind(status)
+    .bind(event.version as i32)
+    .bind(&offer)
+    .bind(&reason)
+    .execute(&mut *tx)
+    .await?;
+    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref());
+    let name = event.outcome.event_type();
+    let name = serde_json::to_value(name).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    insert_event(tx, event.quote_id, next_seq, Some(event.event_id), &name, &data).await?;
+    let completed = complete_if_done(tx, event.quote_id, next_seq + 1).await?;
+    notify(tx, event.quote_id).await?;
+    Ok(Applied::Stored { seq: next_seq, completed })
+}
+
+fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Option<String>) {
+    match outcome {
+        InsurerOutcome::Pending => ("pending", None, None),
+        InsurerOutcome::Offer { offer } => ("offer", serde_json::to_value(offer).ok(), None),
+        InsurerOutcome::Declined { reason } => ("declined", None, Some(reason.clone())),
+        InsurerOutcome::Failed { reason } => ("failed", None, Some(reason.clone())),
+        InsurerOutcome::Expired => ("expired", None, Some(EXPIRED_REASON.into())),
+    }
+}
+
+/// The SSE `data` of a status or offer event.
+fn insurer_event_data(insurer: &str, display_name: &str, status: &str, offer: Option<&Value>, reason: Option<&str>) -> Value {
+    let mut data = json!({"insurer": insurer, "display_name": display_name, "status": status});
+    if let Some(offer) = offer {
+        data["offer"] = offer.clone();
+    }
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    data
+}
+
+async fn insert_event(
+    tx: &mut PgConnection,
+    quote: Uuid,
+    seq: i64,
+    event_id: Option<Uuid>,
+    name: &str,
+    data: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $2, $3, $4, $5)")
+        .bind(quote)
+        .bind(seq)
+        .bind(event_id)
+        .bind(name)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE quotes SET next_seq = $2 WHERE id = $1").bind(quote).bind(seq + 1).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Appends `complete` when no insurer is pending any more; the quote row must be locked.
+async fn complete_if_done(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND status = 'pending'")
+        .bind(quote)
+        .fetch_one(&mut *tx)
+        .await?;
+    if pending > 0 {
+        return Ok(false);
+    }
+    let (offers, total): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'offer'), count(*) FROM quote_insurers WHERE quote_id = $1",
+    )
+    .bind(quote)
+    .fetch_one(&mut *tx)
+    .await?;
+    let data = json!({"status": "complete", "quote_id": quote, "offers": offers, "insurers": total});
+    insert_event(tx, quote, seq, None, "complete", &data).await?;
+    sqlx::query("UPDATE quotes SET completed_at = now() WHERE id = $1").bind(quote).execute(&mut *tx).await?;
+    metrics::counter!("quotes_completed_total").increment(1);
+    Ok(true)
+}
+
+async fn notify(tx: &mut PgConnection, quote: Uuid) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(quote.to_string()).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Expires up to `limit` quotes past their deadline: every pending insurer becomes
+/// `expired`, then `complete` follows. Safe on several replicas at once.
+pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT id, next_seq FROM quotes WHERE completed_at IS NULL AND expires_at <= now()
+         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for &(quote, next_seq) in &due {
+        let mut seq = next_seq;
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE quote_insurers SET status = 'expired', reason = $2, updated_at = now()
+             WHERE quote_id = $1 AND status = 'pending' RETURNING insurer, display_name",
+        )
+        .bind(quote)
+        .bind(EXPIRED_REASON)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (insurer, display_name) in pending {
+            let data = insurer_event_data(&insurer, &display_name, "expired", None, Some(EXPIRED_REASON));
+            insert_event(&mut tx, quote, seq, None, "status", &data).await?;
+            seq += 1;
+        }
+        complete_if_done(&mut tx, quote, seq).await?;
+        notify(&mut tx, quote).await?;
+    }
+    tx.commit().await?;
+    Ok(due.into_iter().map(|(id, _)| id).collect())
+}
+
+/// One stored event, as SSE sends it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub name: String,
+    pub data: Value,
+}
+
+/// Events of `quote` after `seq`, in order.
+pub async fn events_after(pool: &PgPool, quote: Uuid, seq: i64, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
+    sqlx::query_as("SELECT seq, name, data FROM quote_events WHERE quote_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+        .bind(quote)
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// The state of a quote as `GET /api/v1/quotes/{id}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QuoteView {
+    pub id: Uuid,
+    /// `in_progress` or `complete`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub insurers: Vec<InsurerView>,
+    /// The cheapest offer so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_offer: Option<InsurerView>,
+}
+
+/// One insurer's state within a quote.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct InsurerView {
+    pub insurer: String,
+    pub display_name: String,
+    /// `pending`, `offer`, `declined`, `failed` or `expired`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub offer: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The quote's current view, `None` when unknown.
+pub async fn view(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<QuoteView>> {
+    let quote: Option<(DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT created_at, deadline, completed_at FROM quotes WHERE id = $1").bind(id).fetch_optional(pool).await?;
+    let Some((created_at, deadline, completed_at)) = quote else { return Ok(None) };
+    let insurers: Vec<InsurerView> = sqlx::query_as(
+        "SELECT insurer, display_name, status, offer, reason FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let best_offer = insurers
+        .iter()
+        .filter_map(|i| Some((premium(i.offer.as_ref()?)?, i)))
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, i)| i.clone());
+    let status = if completed_at.is_some() { "complete" } else { "in_progress" };
+    Ok(Some(QuoteView { id, status: status.into(), created_at, deadline, insurers, best_offer }))
+}
+
+fn premium(offer: &Value) -> Option<rust_decimal::Decimal> {
+    serde_json::from_value::<domain::events::Offer>(offer.clone()).ok().map(|o| o.premium.amount())
+}
