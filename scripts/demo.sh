@@ -8,7 +8,8 @@
 #                             offers, stop; exit 0 only if every insurer answered and ≥3 offered
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${CARGO_TARGET_DIR:-target}/debug"
+# The same build cache the Makefile uses.
+bin="${CARGO_TARGET_DIR:-$HOME/.cache/osago/target}/debug"
 logs=.demo/logs
 mkdir -p "$logs"
 eval "$(scripts/infra.sh env)"

@@ -32,7 +32,10 @@ pub fn router(pool: PgPool, partners: Partners) -> Router {
     });
     intake::router(Intake { pool, partners: Arc::new(partners) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(30)))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .merge(routes(ready))
         .layer(axum::middleware::from_fn(track_http))
 }
@@ -43,6 +46,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    platform::kafka::ensure_topic(&settings.kafka_brokers, &settings.topic).await;
     let producer = relay::producer(&settings.kafka_brokers)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -42,7 +42,10 @@ pub fn router(state: Intake) -> Router {
 
 fn partner<'a>(state: &'a Intake, headers: &HeaderMap) -> Result<&'a str, Problem> {
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-    state.partners.authenticate(authorization).ok_or_else(|| Problem::unauthorized("a valid partner bearer token is required"))
+    state
+        .partners
+        .authenticate(authorization)
+        .ok_or_else(|| Problem::unauthorized("a valid partner bearer token is required"))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -66,14 +69,16 @@ async fn create_application(State(state): State<Intake>, headers: HeaderMap, bod
     let hash = Sha256::digest(normalised.to_string().as_bytes()).to_vec();
     match store(&state.pool, &partner, key.as_deref(), &hash, &normalised).await.map_err(internal)? {
         Stored::Created(accepted) => {
-            metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created").increment(1);
+            metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created")
+                .increment(1);
             tracing::info!(application = %accepted.id, %partner, insurers = accepted.insurers.len(), "application accepted");
             Ok((StatusCode::CREATED, Json(accepted)).into_response())
         }
         Stored::Replayed(accepted) => Ok((StatusCode::OK, Json(accepted)).into_response()),
         Stored::KeyReused => Err(Problem::conflict("this Idempotency-Key was used with a different request body")),
         Stored::NoInsurers => {
-            metrics::counter!("intake_applications_total", "partner" => partner, "outcome" => "no_insurers").increment(1);
+            metrics::counter!("intake_applications_total", "partner" => partner, "outcome" => "no_insurers")
+                .increment(1);
             Err(Problem::unavailable("no insurer can take applications right now", NO_INSURERS_RETRY))
         }
     }
@@ -133,7 +138,11 @@ async fn store(
             .bind(deadline_of(insurer))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("SELECT pg_notify($1, $2)").bind(registry::TASKS_CHANNEL).bind(&insurer.name).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(registry::TASKS_CHANNEL)
+            .bind(&insurer.name)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     let insurers =
@@ -143,12 +152,13 @@ async fn store(
 
 /// The stored answer for `key`, or `None` when the key is new.
 async fn replay(tx: &mut sqlx::PgConnection, partner: &str, key: &str, hash: &[u8]) -> sqlx::Result<Option<Stored>> {
-    let row: Option<(Uuid, Vec<u8>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT id, request_hash, deadline FROM applications WHERE partner = $1 AND idempotency_key = $2")
-            .bind(partner)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(Uuid, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, request_hash, deadline FROM applications WHERE partner = $1 AND idempotency_key = $2",
+    )
+    .bind(partner)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some((id, stored_hash, deadline)) = row else { return Ok(None) };
     if stored_hash != hash {
         return Ok(Some(Stored::KeyReused));

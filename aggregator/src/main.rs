@@ -2,6 +2,7 @@
 
 use aggregator::app::{self, ServeSettings};
 use aggregator::partners::Partners;
+use aggregator::poller::{self, PollerSettings};
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
@@ -11,7 +12,12 @@ use std::net::SocketAddr;
 #[command(version)]
 struct Cli {
     /// Postgres URL of the aggregator's database.
-    #[arg(long, env = "AGGREGATOR_DATABASE_URL", global = true, default_value = "postgres://osago:osago@127.0.0.1:55432/aggregator")]
+    #[arg(
+        long,
+        env = "AGGREGATOR_DATABASE_URL",
+        global = true,
+        default_value = "postgres://osago:osago@127.0.0.1:55432/aggregator"
+    )]
     database_url: String,
     #[command(subcommand)]
     command: Command,
@@ -34,6 +40,18 @@ enum Command {
         #[arg(long, env = "AGGREGATOR_PARTNER_TOKENS", hide_env_values = true)]
         partner_tokens: String,
     },
+    /// One insurer's poller, configured by its InsurerIntegration manifest.
+    Poller {
+        /// The InsurerIntegration YAML (what `kubectl apply` takes; the operator mounts it).
+        #[arg(long, env = "POLLER_SPEC")]
+        spec: std::path::PathBuf,
+        /// Where the Secrets the spec refers to are mounted: `{dir}/{name}/{key}`.
+        #[arg(long, env = "POLLER_SECRETS_DIR", default_value = "/var/run/secrets/osago")]
+        secrets_dir: std::path::PathBuf,
+        /// This replica's lease owner name; the pod name in Kubernetes.
+        #[arg(long, env = "POD_NAME")]
+        replica_id: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -47,7 +65,18 @@ async fn main() -> anyhow::Result<()> {
             let partners = Partners::parse(&partner_tokens).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
-            app::serve(ServeSettings { pool, kafka_brokers, topic, partners }, listener, platform::shutdown_signal()).await
+            app::serve(ServeSettings { pool, kafka_brokers, topic, partners }, listener, platform::shutdown_signal())
+                .await
+        }
+        Command::Poller { spec, secrets_dir, replica_id } => {
+            let text = std::fs::read_to_string(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+            let manifest =
+                crds::InsurerIntegration::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+            let replica_id =
+                replica_id.unwrap_or_else(|| format!("{}-{}", manifest.name(), uuid::Uuid::new_v4().simple()));
+            tracing::info!(insurer = manifest.name(), replica = %replica_id, "poller starting");
+            let settings = PollerSettings::new(manifest, pool, secrets_dir, replica_id);
+            poller::run(settings, platform::shutdown_signal()).await
         }
     }
 }

@@ -44,7 +44,8 @@ pub async fn run(
     let database_url = pool.connect_options();
     let mut lock = sqlx::PgConnection::connect_with(&database_url).await?;
     loop {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await?;
         if locked {
             break;
         }
@@ -97,11 +98,10 @@ struct Row {
 
 /// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged.
 async fn publish_batch(pool: &PgPool, producer: &FutureProducer, topic: &str) -> anyhow::Result<usize> {
-    let rows: Vec<Row> =
-        sqlx::query_as("SELECT id, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
-            .bind(BATCH)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<Row> = sqlx::query_as("SELECT id, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }

@@ -84,6 +84,15 @@ create_latency = { median = "5ms", p99 = "5ms" }
 offer_latency = { median = "100ms", p99 = "100ms" }
 
 [[insurer]]
+name = "laggy"
+display_name = "Задумчивое страхование"
+style = "create-poll"
+auth = { type = "bearer", token = "alfa-sandbox-token" }
+base_rate_position = 0.5
+create_latency = { median = "400ms", p99 = "400ms" }
+offer_latency = { median = "0s", p99 = "0s" }
+
+[[insurer]]
 name = "slow"
 display_name = "Медленное страхование"
 style = "create-poll"
@@ -172,6 +181,7 @@ impl Harness {
                 .fetch_one(&self.pool)
                 .await
                 .unwrap()
+                .then_some(())
         })
         .await
         .unwrap_or_else(|| panic!("poller {name} did not register"));
@@ -245,13 +255,14 @@ impl Harness {
 
     /// The outbox events of one quote at one insurer.
     async fn events(&self, id: Uuid, insurer: &str) -> Vec<QuoteEvent> {
-        let rows: Vec<Json<QuoteEvent>> =
-            sqlx::query_scalar("SELECT payload FROM outbox WHERE message_key = $1 AND payload->>'insurer' = $2 ORDER BY id")
-                .bind(id.to_string())
-                .bind(insurer)
-                .fetch_all(&self.pool)
-                .await
-                .unwrap();
+        let rows: Vec<Json<QuoteEvent>> = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE message_key = $1 AND payload->>'insurer' = $2 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .bind(insurer)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
         rows.into_iter().map(|Json(event)| event).collect()
     }
 
@@ -315,7 +326,9 @@ async fn each_api_style_ends_in_an_offer_at_the_tariff_price_with_one_event() {
     let request = application(10);
     let id = h.submit(&request, &["alfa", "ingos", "reso"], Duration::from_secs(30), true).await;
 
-    for (insurer, create) in [("alfa", "POST /v1/calculate"), ("ingos", "POST /api/quotes"), ("reso", "POST /contracts")] {
+    for (insurer, create) in
+        [("alfa", "POST /v1/calculate"), ("ingos", "POST /api/quotes"), ("reso", "POST /contracts")]
+    {
         let task = h.finished(id, insurer, Duration::from_secs(10)).await;
         assert_eq!((task.status.as_str(), task.version, task.lease_owner.as_deref()), ("offer", 1, None), "{insurer}");
         let event = h.only_event(id, insurer).await;
@@ -351,7 +364,10 @@ async fn a_declining_insurer_ends_declined_with_its_reason() {
     assert_eq!((task.status.as_str(), task.version), ("declined", 1));
     let event = h.only_event(id, "sogaz").await;
     assert_eq!(event.event_type, EventType::Status);
-    assert_eq!(event.outcome, InsurerOutcome::Declined { reason: "owners registered in region 77 are not insured online".into() });
+    assert_eq!(
+        event.outcome,
+        InsurerOutcome::Declined { reason: "owners registered in region 77 are not insured online".into() }
+    );
     h.stop().await;
 }
 
@@ -391,7 +407,9 @@ async fn a_400_from_the_insurer_fails_the_task_with_its_message() {
     let event = h.only_event(id, "rgs").await;
     assert_eq!(
         event.outcome,
-        InsurerOutcome::Failed { reason: "rejected: HTTP 400: policy.start_date: the policy cannot start in the past".into() }
+        InsurerOutcome::Failed {
+            reason: "rejected: HTTP 400: policy.start_date: the policy cannot start in the past".into()
+        }
     );
     h.stop().await;
 }
@@ -470,6 +488,40 @@ async fn expired_leases_are_taken_over_and_live_ones_are_left_alone() {
     );
     assert!(h.events(held, "alfa").await.is_empty());
     assert_eq!(h.requests("alfa", "POST /v1/calculate"), 1, "only the orphaned task was created");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_writes_nothing() {
+    let mut h = Harness::new().await;
+    let mut manifest = h.manifest("alfa");
+    manifest.metadata.name = "laggy".into();
+    manifest.spec.api.base_url = format!("{}/laggy", h.base);
+    h.start(h.settings(manifest)).await;
+    let id = h.submit(&application(10), &["laggy"], Duration::from_secs(30), true).await;
+    eventually(Duration::from_secs(2), || async { (h.requests("laggy", "POST /v1/calculate") == 1).then_some(()) })
+        .await
+        .expect("create in flight");
+    // While the create (400 ms, answering with an offer) is in flight, another replica takes
+    // the task over, as it may once a lease has run out.
+    sqlx::query(
+        "UPDATE tasks SET lease_owner = 'thief', lease_until = now() + interval '60 seconds' WHERE application_id = $1",
+    )
+    .bind(id)
+    .execute(&h.pool)
+    .await
+    .unwrap();
+    let answered = || h.sandbox["laggy"].counters.snapshot().by_status.get(&200).copied().unwrap_or(0);
+    eventually(Duration::from_secs(2), || async { (answered() == 1).then_some(()) }).await.expect("create answered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let task = h.task(id, "laggy").await;
+    assert_eq!(
+        (task.status.as_str(), task.version, task.lease_owner.as_deref(), task.insurer_ref, task.attempts),
+        ("pending", 0, Some("thief"), None, 0),
+        "the offer is not written over the new holder's lease"
+    );
+    assert!(h.events(id, "laggy").await.is_empty(), "and no event is emitted");
     h.stop().await;
 }
 
@@ -586,7 +638,8 @@ fn every_example_manifest_matches_a_sandbox_personality() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let name = manifest.name().to_string();
         assert_eq!(path.file_stem().unwrap().to_str(), Some(name.as_str()), "file named after the insurer");
-        let personality = shipped.insurers.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name}: no personality"));
+        let personality =
+            shipped.insurers.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name}: no personality"));
         let spec = &manifest.spec;
         assert_eq!(spec.display_name, personality.display_name, "{name}");
         assert_eq!(spec.api.base_url, format!("http://127.0.0.1:9100/{name}"), "{name}");
@@ -609,6 +662,11 @@ fn every_example_manifest_matches_a_sandbox_personality() {
                 assert_eq!(&secret(&spec.api.auth), key, "{name}");
             }
             (auth, kind) => panic!("{name}: sandbox auth {auth:?}, manifest auth {kind:?}"),
+        }
+        if let Some(rps) = personality.faults.rate_limit_rps {
+            let burst = personality.faults.rate_limit_burst.unwrap_or(rps);
+            let ours = &spec.rate_limit;
+            assert!(ours.requests_per_second <= rps && ours.burst <= burst, "{name}: stay within the insurer's limit");
         }
         clients::for_spec(spec, &examples().join("secrets")).unwrap_or_else(|e| panic!("{name}: {e}"));
         names.push(name);

@@ -84,8 +84,12 @@ async fn quote(base: &str, body: &Value, expect_offers: usize) -> anyhow::Result
         bail!("quote not created ({status}): {created}");
     }
     let id = created["id"].as_str().context("id")?.to_string();
-    let insurers: Vec<String> =
-        created["insurers"].as_array().context("insurers")?.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let insurers: Vec<String> = created["insurers"]
+        .as_array()
+        .context("insurers")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     println!("quote {id}: sent to {} insurers ({})", insurers.len(), insurers.join(", "));
 
     let events_url = format!("{base}{}", created["events_url"].as_str().context("events_url")?);
@@ -100,7 +104,11 @@ async fn quote(base: &str, body: &Value, expect_offers: usize) -> anyhow::Result
             "offer" => {
                 first_offer.get_or_insert(at);
                 let amount = data["offer"]["premium"]["amount"].as_str().unwrap_or("?");
-                println!("  {:>6.2}s  offer     {:<10} {amount} ₽", at.as_secs_f64(), data["insurer"].as_str().unwrap_or("?"));
+                println!(
+                    "  {:>6.2}s  offer     {:<10} {amount} ₽",
+                    at.as_secs_f64(),
+                    data["insurer"].as_str().unwrap_or("?")
+                );
                 results.insert(data["insurer"].as_str().unwrap_or("?").to_string(), data);
             }
             "status" => {
@@ -131,7 +139,9 @@ fn report(
     expect_offers: usize,
 ) -> anyhow::Result<()> {
     let mut offers: Vec<&Value> = results.values().filter(|v| v["status"] == "offer").collect();
-    offers.sort_by_key(|v| v["offer"]["premium"]["amount"].as_str().and_then(|a| a.parse::<rust_decimal::Decimal>().ok()));
+    offers.sort_by_key(|v| {
+        v["offer"]["premium"]["amount"].as_str().and_then(|a| a.parse::<rust_decimal::Decimal>().ok())
+    });
     let mut table = Table::new();
     table.set_header(["#", "insurer", "premium, ₽", "КБМ", "КВС", "ТБ", "reference"]);
     for (i, o) in offers.iter().enumerate() {

@@ -62,7 +62,10 @@ impl AggregatorClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(SubmitError::Unavailable { reason: "no attempt made".into(), retry_after: Duration::from_secs(1) }))
+        Err(last.unwrap_or(SubmitError::Unavailable {
+            reason: "no attempt made".into(),
+            retry_after: Duration::from_secs(1),
+        }))
     }
 
     async fn submit_once(&self, request: &serde_json::Value, key: &str) -> Result<Accepted, SubmitError> {

@@ -54,7 +54,11 @@ pub async fn run(pool: PgPool, consumer: StreamConsumer, shutdown: impl Future<O
             // A message we cannot read will not become readable; skip it loudly.
             _ => {
                 metrics::counter!("quote_events_consumed_total", "result" => "unreadable").increment(1);
-                tracing::error!(partition = message.partition(), offset = message.offset(), "unreadable quote event skipped");
+                tracing::error!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "unreadable quote event skipped"
+                );
             }
         }
         if let Err(e) = consumer.store_offset_from_message(&message) {

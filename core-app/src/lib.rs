@@ -54,13 +54,18 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs a replica on `listener` until `shutdown` resolves: HTTP, Kafka consumer, the
 /// LISTEN fan-out and the deadline keeper.
-pub async fn serve(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let listen = tokio::spawn(hub.clone().listen(settings.pool.clone()));
+    platform::kafka::ensure_topic(&settings.kafka_brokers, &settings.topic).await;
     let consumer = consumer::consumer(&settings.kafka_brokers, &settings.consumer_group, &settings.topic)?;
     let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, stopped(stop_rx.clone())));
     let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), stopped(stop_rx.clone())));

@@ -48,7 +48,10 @@ impl Applied {
 
 /// A quote by its idempotency key: its id and request hash.
 pub async fn find_by_key(pool: &PgPool, key: &str) -> sqlx::Result<Option<(Uuid, Vec<u8>)>> {
-    sqlx::query_as("SELECT id, request_hash FROM quotes WHERE idempotency_key = $1").bind(key).fetch_optional(pool).await
+    sqlx::query_as("SELECT id, request_hash FROM quotes WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Stores a quote the aggregator accepted, and applies events that arrived before it.
@@ -84,7 +87,10 @@ pub async fn create(
             .await?;
     }
     let early: Vec<sqlx::types::Json<QuoteEvent>> =
-        sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload").bind(accepted.id).fetch_all(&mut *tx).await?;
+        sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload")
+            .bind(accepted.id)
+            .fetch_all(&mut *tx)
+            .await?;
     let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
     early.sort_by_key(|e| (e.insurer.clone(), e.version));
     for event in &early {
@@ -102,8 +108,10 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
 }
 
 async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    let seen: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM quote_events WHERE event_id = $1").bind(event.event_id).fetch_optional(&mut *tx).await?;
+    let seen: Option<i64> = sqlx::query_scalar("SELECT seq FROM quote_events WHERE event_id = $1")
+        .bind(event.event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     if seen.is_some() {
         return Ok(Applied::Duplicate);
     }
@@ -113,12 +121,14 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
             .fetch_optional(&mut *tx)
             .await?;
     let Some((next_seq, completed_at)) = quote else {
-        sqlx::query("INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(event.event_id)
-            .bind(event.quote_id)
-            .bind(sqlx::types::Json(event))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.event_id)
+        .bind(event.quote_id)
+        .bind(sqlx::types::Json(event))
+        .execute(&mut *tx)
+        .await?;
         return Ok(Applied::Early);
     };
     if completed_at.is_some() {
@@ -167,7 +177,13 @@ fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Op
 }
 
 /// The SSE `data` of a status or offer event.
-fn insurer_event_data(insurer: &str, display_name: &str, status: &str, offer: Option<&Value>, reason: Option<&str>) -> Value {
+fn insurer_event_data(
+    insurer: &str,
+    display_name: &str,
+    status: &str,
+    offer: Option<&Value>,
+    reason: Option<&str>,
+) -> Value {
     let mut data = json!({"insurer": insurer, "display_name": display_name, "status": status});
     if let Some(offer) = offer {
         data["offer"] = offer.clone();
@@ -200,10 +216,11 @@ async fn insert_event(
 
 /// Appends `complete` when no insurer is pending any more; the quote row must be locked.
 async fn complete_if_done(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND status = 'pending'")
-        .bind(quote)
-        .fetch_one(&mut *tx)
-        .await?;
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND status = 'pending'")
+            .bind(quote)
+            .fetch_one(&mut *tx)
+            .await?;
     if pending > 0 {
         return Ok(false);
     }
@@ -307,7 +324,10 @@ pub struct InsurerView {
 /// The quote's current view, `None` when unknown.
 pub async fn view(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<QuoteView>> {
     let quote: Option<(DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT created_at, deadline, completed_at FROM quotes WHERE id = $1").bind(id).fetch_optional(pool).await?;
+        sqlx::query_as("SELECT created_at, deadline, completed_at FROM quotes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     let Some((created_at, deadline, completed_at)) = quote else { return Ok(None) };
     let insurers: Vec<InsurerView> = sqlx::query_as(
         "SELECT insurer, display_name, status, offer, reason FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer",

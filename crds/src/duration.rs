@@ -22,7 +22,8 @@ impl Duration {
     }
     /// Parses `500ms`, `2s`, `1m30s`; zero is refused (every duration here is a limit or a wait).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(text.trim()).map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m: {e}"))?;
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m: {e}"))?;
         if d.is_zero() {
             return Err(format!("'{text}' must be positive"));
         }

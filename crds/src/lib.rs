@@ -190,7 +190,12 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { max_attempts: 3, initial_backoff: Duration::millis(200), max_backoff: Duration::secs(5), multiplier: 2.0 }
+        Retry {
+            max_attempts: 3,
+            initial_backoff: Duration::millis(200),
+            max_backoff: Duration::secs(5),
+            multiplier: 2.0,
+        }
     }
 }
 
@@ -279,7 +284,11 @@ spec:
     fn cross_field_rules_are_enforced() {
         let cases = [
             ("baseUrl: 'http://127.0.0.1:9100/alfa'", "baseUrl: 'ftp://x'", "http or https"),
-            ("auth: {type: bearer, secretRef: {name: alfa-api, key: token}}", "auth: {type: bearer}", "secretRef is required"),
+            (
+                "auth: {type: bearer, secretRef: {name: alfa-api, key: token}}",
+                "auth: {type: bearer}",
+                "secretRef is required",
+            ),
             ("style: create-poll", "style: smoke-signals", "unknown variant"),
             ("kind: InsurerIntegration", "kind: Deployment", "expected apiVersion"),
         ];

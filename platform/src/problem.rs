@@ -75,7 +75,8 @@ impl Problem {
 
     /// 429 with `Retry-After`.
     pub fn too_many_requests(retry_after: Duration) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many requests, slow down").retry_after(retry_after)
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many requests, slow down")
+            .retry_after(retry_after)
     }
 
     /// 500 that reveals nothing about the cause (it is logged instead).

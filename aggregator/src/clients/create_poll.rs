@@ -225,7 +225,10 @@ mod tests {
                 r#"{"request_id":"r2","message":"validation failed","properties":[{"property":"policy.start_date","message":"the policy cannot start in the past"}]}"#,
                 Some("validation failed: policy.start_date: the policy cannot start in the past"),
             ),
-            (r#"{"request_id":null,"message":"missing or invalid credentials","properties":[]}"#, Some("missing or invalid credentials")),
+            (
+                r#"{"request_id":null,"message":"missing or invalid credentials","properties":[]}"#,
+                Some("missing or invalid credentials"),
+            ),
             (r#"{"properties":[{"property":"vehicle.vin","message":"bad"}]}"#, Some("vehicle.vin: bad")),
             ("<html>502</html>", None),
         ];

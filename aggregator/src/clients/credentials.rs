@@ -14,9 +14,15 @@ pub enum Credentials {
     /// `Authorization: Bearer <token>`.
     Bearer(HeaderValue),
     /// HTTP Basic from a `user:password` secret.
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// A static key in a named header, e.g. `X-Api-Key`.
-    Header { name: HeaderName, value: HeaderValue },
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+    },
 }
 
 /// Why credentials could not be read. Names paths, never contents.
@@ -169,7 +175,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match Credentials::load(&auth(AuthType::Basic, "old-api", "credentials", None), &dir).unwrap() {
-            Credentials::Basic { user, password } => assert_eq!((user.as_str(), password.as_str()), ("partner", "pa:ss")),
+            Credentials::Basic { user, password } => {
+                assert_eq!((user.as_str(), password.as_str()), ("partner", "pa:ss"))
+            }
             other => panic!("{other:?}"),
         }
         std::fs::remove_dir_all(dir).unwrap();

@@ -192,7 +192,8 @@ mod tests {
     #[test]
     fn statuses_become_call_errors() {
         let two = Some(Duration::from_secs(2));
-        let cases: [(u16, Option<Duration>, &str, Result<(), CallError>); 9] = [
+        type Case = (u16, Option<Duration>, &'static str, Result<(), CallError>);
+        let cases: [Case; 9] = [
             (200, None, "", Ok(())),
             (202, two, "", Ok(())),
             (400, None, "vin: bad", Err(CallError::Client { status: 400, message: "vin: bad".into() })),
@@ -211,6 +212,44 @@ mod tests {
             Err(CallError::Client { message, .. }) => assert_eq!(message.chars().count(), MAX_MESSAGE),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn http(base_url: &str) -> Result<Http, ClientError> {
+        let yaml = format!(
+            "apiVersion: osago.io/v1alpha1\nkind: InsurerIntegration\nmetadata: {{name: x}}\n\
+             spec: {{displayName: X, api: {{baseUrl: '{base_url}', style: operation}}}}\n"
+        );
+        Http::new(&crds::InsurerIntegration::from_yaml(&yaml).unwrap().spec, Credentials::None, |_| None)
+    }
+
+    #[test]
+    fn urls_stay_under_the_base_url() {
+        for base in ["http://127.0.0.1:9100/ingos", "http://127.0.0.1:9100/ingos/"] {
+            let http = http(base).unwrap();
+            assert_eq!(http.url("api/quotes").as_str(), "http://127.0.0.1:9100/ingos/api/quotes");
+            assert_eq!(
+                http.url_with_segments(&["contracts", "a/b c?", "offers"]).as_str(),
+                "http://127.0.0.1:9100/ingos/contracts/a%2Fb%20c%3F/offers",
+                "ids from insurers cannot change the path"
+            );
+            let resolved = |href: &str| http.resolve(href).map(|u| u.to_string());
+            assert_eq!(
+                resolved("/ingos/api/operations?id=op-1").unwrap(),
+                "http://127.0.0.1:9100/ingos/api/operations?id=op-1"
+            );
+            assert_eq!(
+                resolved("api/operations?id=op-1").unwrap(),
+                "http://127.0.0.1:9100/ingos/api/operations?id=op-1"
+            );
+            for elsewhere in ["http://evil.example/steal", "//evil.example/steal", "http://127.0.0.1:9101/ingos/x"] {
+                assert_eq!(
+                    resolved(elsewhere),
+                    Err(CallError::Protocol("href points outside the insurer's base URL".into())),
+                    "{elsewhere}"
+                );
+            }
+        }
+        assert!(matches!(http("https://api.insurer.example/osago"), Err(ClientError::NoTls(_))));
     }
 
     #[test]

@@ -116,7 +116,9 @@ pub fn map_offers(body: &[u8], retry_after: Option<Duration>) -> Result<OffersSt
     if offers.is_empty() {
         return Ok(OffersState::NotRequested);
     }
-    if let Some(unknown) = offers.iter().find(|o| !["success", "pending", "declined", "error"].contains(&o.status.as_str())) {
+    if let Some(unknown) =
+        offers.iter().find(|o| !["success", "pending", "declined", "error"].contains(&o.status.as_str()))
+    {
         return Err(CallError::Protocol(format!("unknown offer status {}", token(&unknown.status))));
     }
     let with = |status: &'static str| offers.iter().filter(move |o| o.status == status);
@@ -178,8 +180,7 @@ mod tests {
     use domain::money::Money;
     use std::str::FromStr;
 
-    const COEFFICIENTS: &str =
-        r#"{"tb":"7919.40","kt":"1.80","kbm":"0.83","kvs":"0.93","ko":"1.00","km":"1.10","ks":"1.00","kn":"1.00","kp":"1.00"}"#;
+    const COEFFICIENTS: &str = r#"{"tb":"7919.40","kt":"1.80","kbm":"0.83","kvs":"0.93","ko":"1.00","km":"1.10","ks":"1.00","kn":"1.00","kp":"1.00"}"#;
 
     fn success(id: &str, price: &str) -> String {
         format!(
@@ -202,8 +203,7 @@ mod tests {
         let one = Some(Duration::from_secs(1));
         let pending = r#"{"code":"RESO","price":null,"status":"pending","error":null}"#;
         let declined = r#"{"code":"RESO","price":null,"status":"declined","error":"taxis are not insured"}"#;
-        let error =
-            r#"{"code":"RESO","price":null,"status":"error","error":"calculation service unavailable, try again later"}"#;
+        let error = r#"{"code":"RESO","price":null,"status":"error","error":"calculation service unavailable, try again later"}"#;
         let cases: Vec<(String, Result<OffersState, CallError>)> = vec![
             ("[]".into(), Ok(OffersState::NotRequested)),
             (format!("[{pending}]"), Ok(OffersState::Known(Polled::Pending { retry_after: one }))),

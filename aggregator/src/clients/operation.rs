@@ -181,8 +181,7 @@ mod tests {
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
-    const COEFFICIENTS: &str =
-        r#"{"tb":"8533.92","kt":"1.80","kbm":"0.83","kvs":"0.93","ko":"1.00","km":"1.10","ks":"1.00","kn":"1.00","kp":"1.00"}"#;
+    const COEFFICIENTS: &str = r#"{"tb":"8533.92","kt":"1.80","kbm":"0.83","kvs":"0.93","ko":"1.00","km":"1.10","ks":"1.00","kn":"1.00","kp":"1.00"}"#;
 
     fn offer(premium: &str) -> Polled {
         Polled::Offer(Offer {
@@ -239,7 +238,10 @@ mod tests {
         }
         // A premium as a string is not this style's shape; where serde stops is its business.
         let wrong = map_operation(issued("\"13117.10\"", "RUB").as_bytes(), three);
-        assert!(matches!(&wrong, Err(CallError::Protocol(m)) if m.starts_with("operation: unexpected shape")), "{wrong:?}");
+        assert!(
+            matches!(&wrong, Err(CallError::Protocol(m)) if m.starts_with("operation: unexpected shape")),
+            "{wrong:?}"
+        );
     }
 
     #[test]
@@ -247,11 +249,18 @@ mod tests {
         let href = "/ingos/api/operations?id=op-1f2e3d4c5b6a7988";
         let accepted = format!(r#"{{"id":"op-1f2e3d4c5b6a7988","href":"{href}"}}"#);
         let three = Some(Duration::from_secs(3));
-        let pending = |reference: &str| Created { reference: reference.into(), status: Polled::Pending { retry_after: three } };
-        let cases: Vec<(u16, Option<&str>, String, Result<Created, CallError>)> = vec![
+        let pending =
+            |reference: &str| Created { reference: reference.into(), status: Polled::Pending { retry_after: three } };
+        type Case = (u16, Option<&'static str>, String, Result<Created, CallError>);
+        let cases: Vec<Case> = vec![
             (202, Some(href), accepted.clone(), Ok(pending(href))),
             (202, None, accepted, Ok(pending(href))),
-            (202, Some("/ingos/api/operations?id=from-location"), r#"{"id":"x"}"#.into(), Ok(pending("/ingos/api/operations?id=from-location"))),
+            (
+                202,
+                Some("/ingos/api/operations?id=from-location"),
+                r#"{"id":"x"}"#.into(),
+                Ok(pending("/ingos/api/operations?id=from-location")),
+            ),
             (202, None, r#"{"id":"x"}"#.into(), Err(CallError::Protocol("accepted without an operation href".into()))),
             (
                 201,
@@ -272,7 +281,10 @@ mod tests {
                 r#"{"error":{"code":"VALIDATION","message":"validation failed","details":[{"field":"policy.start_date","issue":"the policy cannot start in the past"}]}}"#,
                 Some("validation failed: policy.start_date: the policy cannot start in the past"),
             ),
-            (r#"{"error":{"code":"UNAUTHORIZED","message":"missing or invalid credentials","details":[]}}"#, Some("missing or invalid credentials")),
+            (
+                r#"{"error":{"code":"UNAUTHORIZED","message":"missing or invalid credentials","details":[]}}"#,
+                Some("missing or invalid credentials"),
+            ),
             (r#"{"error":{"code":"NOT_FOUND"}}"#, Some("NOT_FOUND")),
             (r#"{"message":"other shape"}"#, None),
         ];

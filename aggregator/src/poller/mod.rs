@@ -7,7 +7,7 @@
 //! claimed task — create the calculation or poll it — with at most
 //! `rateLimit.maxConcurrent` steps in flight. A step ends by writing the task back:
 //! progress and the next due time, or the final outcome together with its outbox event
-//! in one transaction ([`store`]). What a result means is decided by pure functions
+//! in one transaction (`store`). What a result means is decided by pure functions
 //! ([`transition`], [`schedule`]).
 //!
 //! Logs carry the insurer and the task (= quote) id, never application data or insurers'
@@ -290,7 +290,9 @@ impl Step {
                     warn!(%error, tries, "writing the task back failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
                 }
-                Err(error) => warn!(%error, "writing the task back failed; its lease runs out and the step is repeated"),
+                Err(error) => {
+                    warn!(%error, "writing the task back failed; its lease runs out and the step is repeated")
+                }
             }
         }
     }

@@ -26,7 +26,13 @@ pub struct ClaimedTask {
 }
 
 /// Claims up to `limit` due tasks of `insurer` whose lease is free or has run out.
-pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limit: usize) -> sqlx::Result<Vec<ClaimedTask>> {
+pub async fn claim(
+    pool: &PgPool,
+    insurer: &str,
+    me: &str,
+    lease: Duration,
+    limit: usize,
+) -> sqlx::Result<Vec<ClaimedTask>> {
     sqlx::query_as(
         "WITH due AS (
              SELECT application_id FROM tasks

@@ -171,15 +171,15 @@ mod tests {
                 Err(CallError::Server { status: 503, retry_after: None }),
                 reschedule(None, 1, ms(1000), Cause::Failure("insurer server error HTTP 503".into())),
             ),
-            (
-                4,
-                Err(CallError::Timeout),
-                reschedule(None, 5, ms(3200), Cause::Failure("timed out".into())),
-            ),
+            (4, Err(CallError::Timeout), reschedule(None, 5, ms(3200), Cause::Failure("timed out".into()))),
             (
                 0,
                 Err(CallError::Client { status: 400, message: "policy.start_date: in the past".into() }),
-                finish(None, 1, InsurerOutcome::Failed { reason: "rejected: HTTP 400: policy.start_date: in the past".into() }),
+                finish(
+                    None,
+                    1,
+                    InsurerOutcome::Failed { reason: "rejected: HTTP 400: policy.start_date: in the past".into() },
+                ),
             ),
         ];
         for (attempts, result, expected) in cases {
@@ -200,7 +200,11 @@ mod tests {
             (
                 1,
                 Ok(Polled::Failed("calculation service unavailable".into())),
-                finish(None, 2, InsurerOutcome::Failed { reason: "calculation_error: calculation service unavailable".into() }),
+                finish(
+                    None,
+                    2,
+                    InsurerOutcome::Failed { reason: "calculation_error: calculation service unavailable".into() },
+                ),
             ),
             (
                 1,
@@ -215,7 +219,11 @@ mod tests {
             (
                 3,
                 Err(CallError::Protocol("unknown calculation status \"X\"".into())),
-                finish(None, 4, InsurerOutcome::Failed { reason: "protocol_error: unknown calculation status \"X\"".into() }),
+                finish(
+                    None,
+                    4,
+                    InsurerOutcome::Failed { reason: "protocol_error: unknown calculation status \"X\"".into() },
+                ),
             ),
         ];
         for (attempts, result, expected) in cases {

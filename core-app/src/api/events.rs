@@ -72,7 +72,8 @@ pub async fn stream(
         done: false,
         hello: Some(state.settings.sse_retry),
     };
-    let sse = Sse::new(events(live)).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat).text("heartbeat"));
+    let sse =
+        Sse::new(events(live)).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat).text("heartbeat"));
     let mut response = sse.into_response();
     // Proxies such as nginx must pass events through at once.
     response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

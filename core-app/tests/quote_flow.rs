@@ -1,0 +1,272 @@
+//! The quote flow end to end over HTTP and SSE, on real Postgres, Kafka and sandbox
+//! insurers: the public API contract, replay, two-replica fan-out, duplicate delivery,
+//! the deadline, and an unavailable aggregator.
+
+mod support;
+
+use domain::events::{InsurerOutcome, QuoteEvent};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use support::{Stack, sample};
+use testkit::sse;
+
+async fn create(base: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(format!("{base}/api/v1/quotes")).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn follow(base: &str, events_url: &str) -> sse::Received {
+    sse::read(&format!("{base}{events_url}"), None, Duration::from_secs(30)).await
+}
+
+#[tokio::test]
+async fn a_quote_streams_every_insurer_result_then_completes() {
+    let stack = Stack::start("20s").await;
+    let response = create(&stack.core_url, &sample(), None).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(location, format!("/api/v1/quotes/{id}"));
+    assert_eq!(created["status"], "in_progress");
+    assert_eq!(created["insurers"], json!(["alfa", "ingos", "reso"]));
+    assert_eq!(created["events_url"], format!("/api/v1/quotes/{id}/events"));
+    assert!(created["deadline"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().is_ok());
+
+    let stream = follow(&stack.core_url, created["events_url"].as_str().unwrap()).await;
+    assert_eq!(stream.status, 200);
+    assert!(stream.content_type.starts_with("text/event-stream"));
+    assert_eq!(stream.retry, Some(2000), "the stream sets the reconnect delay");
+    assert!(stream.closed_by_server, "the server closes after complete");
+    let ids: Vec<i64> = stream.events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let (last, results) = stream.events.split_last().unwrap();
+    assert_eq!(last.event, "complete");
+    assert_eq!(last.json()["status"], "complete");
+
+    let by_insurer: HashMap<String, Value> =
+        results.iter().map(|e| (e.json()["insurer"].as_str().unwrap().to_string(), e.json())).collect();
+    assert_eq!(results.len(), 3, "one final result per insurer, exactly once");
+    for insurer in ["alfa", "ingos"] {
+        let offer = &by_insurer[insurer];
+        assert_eq!(offer["status"], "offer");
+        let premium = &offer["offer"]["premium"];
+        assert_eq!(premium["currency"], "RUB");
+        assert!(premium["amount"].as_str().unwrap().parse::<rust_decimal::Decimal>().is_ok());
+        for k in ["tb", "kt", "kbm", "kvs", "ko", "km", "ks", "kn", "kp"] {
+            assert!(offer["offer"]["breakdown"][k].is_string(), "{insurer} breakdown lacks {k}");
+        }
+        assert!(offer["offer"]["insurer_reference"].as_str().unwrap().starts_with(&insurer.to_uppercase()));
+        assert!(offer["offer"]["valid_until"].is_string());
+    }
+    assert_eq!(by_insurer["reso"]["status"], "declined");
+    assert_eq!(by_insurer["reso"]["reason"], "vehicles older than 3 years are not insured");
+    let names: Vec<&str> = results.iter().map(|e| e.event.as_str()).collect();
+    assert!(names.iter().all(|n| *n == "offer" || *n == "status"), "{names:?}");
+
+    let quote: Value = reqwest::get(format!("{}{location}", stack.core_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(quote["status"], "complete");
+    let cheapest = ["alfa", "ingos"]
+        .into_iter()
+        .min_by_key(|i| {
+            by_insurer[*i]["offer"]["premium"]["amount"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap()
+        })
+        .unwrap();
+    assert_eq!(quote["best_offer"]["insurer"], cheapest, "alfa prices at 0.9 of the corridor, ingos at 1.0");
+    assert_eq!(quote["insurers"].as_array().unwrap().len(), 3);
+
+    // Resuming after the second event replays only what followed it; after the last, nothing.
+    let resumed =
+        sse::read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some("2"), Duration::from_secs(5)).await;
+    let resumed_ids: Vec<i64> = resumed.events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert_eq!(resumed_ids, ids[2..].to_vec());
+    let last_id = ids.last().unwrap().to_string();
+    let over =
+        sse::read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some(&last_id), Duration::from_secs(5))
+            .await;
+    assert_eq!(over.status, 204, "a finished stream tells the browser not to reconnect");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_problems() {
+    let stack = Stack::start("20s").await;
+    let base = &stack.core_url;
+    let http = reqwest::Client::new();
+
+    let broken = http
+        .post(format!("{base}/api/v1/quotes"))
+        .body("{\"vehicle\": ")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 400);
+    assert_eq!(broken.headers()["content-type"], "application/problem+json");
+
+    let mut invalid = sample();
+    invalid["vehicle"]["vin"] = json!("SHORT");
+    invalid["drivers"][0]["birth_date"] = json!("2015-01-01");
+    invalid["policy"]["period_months"] = json!(1);
+    let response = create(base, &invalid, None).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for f in ["vehicle.vin", "drivers[0].experience_since", "policy.period_months"] {
+        assert!(fields.contains(&f), "{f} not in {fields:?}");
+    }
+
+    let huge = json!({"vehicle": {"make": "x".repeat(100_000)}});
+    assert_eq!(create(base, &huge, None).await.status(), 413);
+
+    let unknown = reqwest::get(format!("{base}/api/v1/quotes/{}", uuid::Uuid::new_v4())).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers()["content-type"], "application/problem+json");
+    assert_eq!(reqwest::get(format!("{base}/api/v1/quotes/not-a-uuid")).await.unwrap().status(), 404);
+    assert_eq!(
+        reqwest::get(format!("{base}/api/v1/quotes/{}/events", uuid::Uuid::new_v4())).await.unwrap().status(),
+        404
+    );
+
+    // Same key + same body → the same quote; same key + another body → a conflict.
+    let first: Value = create(base, &sample(), Some("key-1")).await.json().await.unwrap();
+    let again = create(base, &sample(), Some("key-1")).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    let mut other = sample();
+    other["policy"]["period_months"] = json!(6);
+    assert_eq!(create(base, &other, Some("key-1")).await.status(), 409);
+    let applications: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM applications").fetch_one(&stack.aggregator_pool).await.unwrap();
+    assert_eq!(applications, 1, "one key, one application at the aggregator");
+
+    let insurers: Value = reqwest::get(format!("{base}/api/v1/insurers")).await.unwrap().json().await.unwrap();
+    assert_eq!(insurers[0]["name"], "alfa");
+    assert_eq!(insurers[0]["display_name"], "alfa");
+
+    let openapi: Value = reqwest::get(format!("{base}/openapi.json")).await.unwrap().json().await.unwrap();
+    assert!(openapi["paths"]["/api/v1/quotes"]["post"].is_object());
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(reqwest::get(format!("{base}{path}")).await.unwrap().status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_both_stream_every_event() {
+    let stack = Stack::start("20s").await;
+    let second = stack.start_core_app(&stack.aggregator_url).await;
+    let created: Value = create(&stack.core_url, &sample(), None).await.json().await.unwrap();
+    let events_url = created["events_url"].as_str().unwrap();
+    let (a, b) = tokio::join!(follow(&stack.core_url, events_url), follow(&second, events_url));
+    let names = |r: &sse::Received| r.events.iter().map(|e| (e.id.clone(), e.event.clone())).collect::<Vec<_>>();
+    assert_eq!(a.events.last().unwrap().event, "complete");
+    assert_eq!(names(&a), names(&b), "both replicas stream the same events");
+    assert_eq!(a.events.len(), 4);
+}
+
+#[tokio::test]
+async fn a_duplicate_or_stale_kafka_event_changes_nothing() {
+    let stack = Stack::start("20s").await;
+    let created: Value = create(&stack.core_url, &sample(), None).await.json().await.unwrap();
+    let stream = follow(&stack.core_url, created["events_url"].as_str().unwrap()).await;
+    assert_eq!(stream.events.last().unwrap().event, "complete");
+    let quote_id: uuid::Uuid = created["id"].as_str().unwrap().parse().unwrap();
+
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", testkit::kafka_brokers()).create().unwrap();
+    let send = |event: QuoteEvent| {
+        let producer = producer.clone();
+        let topic = stack.topic.clone();
+        async move {
+            let payload = serde_json::to_vec(&event).unwrap();
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&event.quote_id.to_string()).payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // A quote stored directly with two insurers; alfa's result is delivered twice, then a
+    // stale one, then ingos's result. One key, one partition: ingos's result (which completes
+    // the quote) is consumed after the duplicate and the stale event.
+    let other = uuid::Uuid::new_v4();
+    let insurer = |name: &str| domain::intake::AssignedInsurer { name: name.into(), display_name: name.into() };
+    let accepted = domain::intake::Accepted {
+        id: other,
+        insurers: vec![insurer("alfa"), insurer("ingos")],
+        deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1)).await.unwrap();
+    let declined = QuoteEvent::new(other, "alfa", 2, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
+    send(declined.clone()).await;
+    send(declined.clone()).await;
+    send(QuoteEvent::new(other, "alfa", 1, InsurerOutcome::Failed { reason: "old".into() }, chrono::Utc::now())).await;
+    send(QuoteEvent::new(other, "ingos", 1, InsurerOutcome::Failed { reason: "down".into() }, chrono::Utc::now())).await;
+
+    let replay = follow(&stack.core_url, &format!("/api/v1/quotes/{other}/events")).await;
+    let seen: Vec<(String, String)> = replay
+        .events
+        .iter()
+        .map(|e| (e.event.clone(), e.json()["reason"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let expected = [("status", "no"), ("status", "down"), ("complete", "")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(seen, expected, "the duplicate and the stale event were not stored");
+
+    // A real event of the finished quote, as the relay published it, delivered again.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_name("replay"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&stack.topic]).unwrap();
+    let real = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.unwrap().unwrap();
+        let event: QuoteEvent = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        if event.quote_id == quote_id {
+            break event;
+        }
+    };
+    let applied = core_app::store::apply(&stack.core_pool, &real).await.unwrap();
+    assert_eq!(applied, core_app::store::Applied::Duplicate);
+    let finished = follow(&stack.core_url, created["events_url"].as_str().unwrap()).await;
+    assert_eq!(finished.events.len(), stream.events.len(), "the finished quote is unchanged");
+}
+
+#[tokio::test]
+async fn the_deadline_expires_insurers_that_did_not_answer() {
+    let stack = Stack::start("3s").await;
+    reqwest::Client::new()
+        .patch(format!("{}/_control/insurers/ingos/faults", stack.sandbox_url))
+        .json(&json!({"hang": true}))
+        .send()
+        .await
+        .unwrap();
+    let created: Value = create(&stack.core_url, &sample(), None).await.json().await.unwrap();
+    let stream = follow(&stack.core_url, created["events_url"].as_str().unwrap()).await;
+    let ingos: Vec<Value> = stream.events.iter().map(|e| e.json()).filter(|d| d["insurer"] == "ingos").collect();
+    assert_eq!(ingos.len(), 1);
+    assert_eq!(ingos[0]["status"], "expired");
+    assert_eq!(stream.events.last().unwrap().event, "complete");
+}
+
+#[tokio::test]
+async fn an_unavailable_aggregator_is_a_503_with_retry_after() {
+    let stack = Stack::start("20s").await;
+    let dead = stack.start_core_app("http://127.0.0.1:9").await;
+    let response = create(&dead, &sample(), None).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
