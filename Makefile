@@ -22,8 +22,13 @@ demo-smoke: infra-up build ## Run the platform, submit the sample quote, follow 
 	scripts/demo.sh --smoke
 
 .PHONY: test
-test: lint infra-up ## Everything: fmt, clippy, unit and integration tests against real Postgres and Kafka
+test: lint infra-up browser build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
 	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
+	scripts/demo.sh --e2e
+
+.PHONY: browser
+browser: ## Install Debian's chromium and the browser tests' npm packages
+	scripts/install-browser.sh
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings

@@ -6,6 +6,7 @@
 #   scripts/demo.sh           run until Ctrl-C
 #   scripts/demo.sh --smoke   submit the sample quote, follow it to complete, print the
 #                             offers, stop; exit 0 only if every insurer answered and ≥3 offered
+#   scripts/demo.sh --e2e     the smoke run, then the browser tests (tests/e2e) against the stack
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The same build cache the Makefile uses.
@@ -98,10 +99,16 @@ cat <<MSG
 
 MSG
 
-if [[ ${1:-} == --smoke ]]; then
-  "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
-  exit $?
-fi
+case "${1:-}" in
+  --smoke)
+    "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
+    exit $? ;;
+  --e2e)
+    "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
+    say "browser tests against http://$CORE_ADDR (screenshots in tests/e2e/artifacts/)"
+    OSAGO_E2E_BASE_URL="http://$CORE_ADDR" node --test tests/e2e/quote.spec.mjs
+    exit $? ;;
+esac
 wait -n "${pids[@]}"
 echo "error: a process exited; see $logs/" >&2
 exit 1

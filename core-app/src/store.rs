@@ -321,14 +321,20 @@ pub struct InsurerView {
     pub reason: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+struct QuoteRow {
+    created_at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
 /// The quote's current view, `None` when unknown.
 pub async fn view(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<QuoteView>> {
-    let quote: Option<(DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT created_at, deadline, completed_at FROM quotes WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((created_at, deadline, completed_at)) = quote else { return Ok(None) };
+    let quote: Option<QuoteRow> = sqlx::query_as("SELECT created_at, deadline, completed_at FROM quotes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(QuoteRow { created_at, deadline, completed_at }) = quote else { return Ok(None) };
     let insurers: Vec<InsurerView> = sqlx::query_as(
         "SELECT insurer, display_name, status, offer, reason FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer",
     )

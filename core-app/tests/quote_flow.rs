@@ -208,11 +208,13 @@ async fn a_duplicate_or_stale_kafka_event_changes_nothing() {
         deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
     core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1)).await.unwrap();
-    let declined = QuoteEvent::new(other, "alfa", 2, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
+    let declined =
+        QuoteEvent::new(other, "alfa", 2, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     send(declined.clone()).await;
     send(declined.clone()).await;
     send(QuoteEvent::new(other, "alfa", 1, InsurerOutcome::Failed { reason: "old".into() }, chrono::Utc::now())).await;
-    send(QuoteEvent::new(other, "ingos", 1, InsurerOutcome::Failed { reason: "down".into() }, chrono::Utc::now())).await;
+    send(QuoteEvent::new(other, "ingos", 1, InsurerOutcome::Failed { reason: "down".into() }, chrono::Utc::now()))
+        .await;
 
     let replay = follow(&stack.core_url, &format!("/api/v1/quotes/{other}/events")).await;
     let seen: Vec<(String, String)> = replay
@@ -220,7 +222,8 @@ async fn a_duplicate_or_stale_kafka_event_changes_nothing() {
         .iter()
         .map(|e| (e.event.clone(), e.json()["reason"].as_str().unwrap_or("").to_string()))
         .collect();
-    let expected = [("status", "no"), ("status", "down"), ("complete", "")].map(|(a, b)| (a.to_string(), b.to_string()));
+    let expected =
+        [("status", "no"), ("status", "down"), ("complete", "")].map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(seen, expected, "the duplicate and the stale event were not stored");
 
     // A real event of the finished quote, as the relay published it, delivered again.
@@ -269,4 +272,23 @@ async fn an_unavailable_aggregator_is_a_503_with_retry_after() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn a_quote_overdue_while_core_app_was_down_completes_at_start() {
+    let stack = Stack::start("20s").await;
+    // Stored as if core-app had crashed before the deadline and come back after it.
+    let overdue = domain::intake::Accepted {
+        id: uuid::Uuid::new_v4(),
+        insurers: vec![domain::intake::AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
+        deadline: chrono::Utc::now() - chrono::Duration::seconds(30),
+    };
+    core_app::store::create(&stack.core_pool, &overdue, None, b"h", chrono::Duration::seconds(1)).await.unwrap();
+    let stream = follow(&stack.core_url, &format!("/api/v1/quotes/{}/events", overdue.id)).await;
+    let names: Vec<(String, String)> =
+        stream.events.iter().map(|e| (e.event.clone(), e.json()["status"].as_str().unwrap().to_string())).collect();
+    assert_eq!(
+        names,
+        [("status".to_string(), "expired".to_string()), ("complete".to_string(), "complete".to_string())]
+    );
 }

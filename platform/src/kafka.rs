@@ -12,7 +12,8 @@ pub const PARTITIONS: i32 = 6;
 /// Creates `topic` when it does not exist, so consumers find it at once instead of after
 /// a metadata refresh; a failure is logged, not fatal (the broker may auto-create it).
 pub async fn ensure_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new().set("bootstrap.servers", brokers).create() {
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new().set("bootstrap.servers", brokers).create()
+    {
         Ok(a) => a,
         Err(e) => return tracing::warn!(error = %e, "kafka admin client"),
     };
