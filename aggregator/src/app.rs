@@ -5,7 +5,7 @@ use crate::partners::Partners;
 use crate::relay;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use platform::metrics::{ReadyCheck, routes, track_http};
+use platform::metrics::{postgres_ready, routes, track_http};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +23,20 @@ pub struct ServeSettings {
     pub partners: Partners,
 }
 
-/// The HTTP router: intake, health, readiness (database reachable) and metrics.
+/// `/healthz`, `/readyz` (the database answers) and `/metrics`.
+pub fn probes(pool: PgPool) -> Router {
+    routes(postgres_ready(pool))
+}
+
+/// The HTTP router: intake plus the probes.
 pub fn router(pool: PgPool, partners: Partners) -> Router {
-    let ready_pool = pool.clone();
-    let ready: ReadyCheck = Arc::new(move || {
-        let pool = ready_pool.clone();
-        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
-    });
-    intake::router(Intake { pool, partners: Arc::new(partners) })
+    intake::router(Intake { pool: pool.clone(), partners: Arc::new(partners) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .merge(routes(ready))
+        .merge(probes(pool))
         .layer(axum::middleware::from_fn(track_http))
 }
 

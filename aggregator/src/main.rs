@@ -51,6 +51,9 @@ enum Command {
         /// This replica's lease owner name; the pod name in Kubernetes.
         #[arg(long, env = "POD_NAME")]
         replica_id: Option<String>,
+        /// Address of /healthz, /readyz and /metrics (none when omitted).
+        #[arg(long, env = "POLLER_LISTEN")]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -68,13 +71,19 @@ async fn main() -> anyhow::Result<()> {
             app::serve(ServeSettings { pool, kafka_brokers, topic, partners }, listener, platform::shutdown_signal())
                 .await
         }
-        Command::Poller { spec, secrets_dir, replica_id } => {
+        Command::Poller { spec, secrets_dir, replica_id, listen } => {
             let text = std::fs::read_to_string(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
             let manifest =
                 crds::InsurerIntegration::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
             let replica_id =
                 replica_id.unwrap_or_else(|| format!("{}-{}", manifest.name(), uuid::Uuid::new_v4().simple()));
             tracing::info!(insurer = manifest.name(), replica = %replica_id, "poller starting");
+            let pool_for_probes = pool.clone();
+            if let Some(addr) = listen {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                tracing::info!(addr = %listener.local_addr()?, "poller probes listening");
+                tokio::spawn(async move { axum::serve(listener, app::probes(pool_for_probes)).await });
+            }
             let settings = PollerSettings::new(manifest, pool, secrets_dir, replica_id);
             poller::run(settings, platform::shutdown_signal()).await
         }

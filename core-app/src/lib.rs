@@ -13,7 +13,7 @@ use aggregator_client::AggregatorClient;
 use api::{ApiSettings, AppState};
 use axum::Router;
 use hub::Hub;
-use platform::metrics::{ReadyCheck, routes, track_http};
+use platform::metrics::{postgres_ready, routes, track_http};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +36,7 @@ pub struct Settings {
 
 /// The whole HTTP surface: API, page, health, readiness and metrics.
 pub fn router(state: AppState) -> Router {
-    let pool = state.pool.clone();
-    let ready: ReadyCheck = Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
-    });
+    let ready = postgres_ready(state.pool.clone());
     let app = api::router(state)
         .merge(web::router())
         .merge(routes(ready))

@@ -47,6 +47,14 @@ pub async fn track_http(req: Request, next: Next) -> Response {
 /// A readiness check: `Ok` when the service can do its work.
 pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Ready when Postgres answers a trivial query.
+pub fn postgres_ready(pool: sqlx::PgPool) -> ReadyCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) })
+    })
+}
+
 /// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
 pub fn routes(ready: ReadyCheck) -> Router {
     let handle = install();
