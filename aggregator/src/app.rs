@@ -6,6 +6,7 @@ use crate::relay;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use platform::metrics::{postgres_ready, routes, track_http};
+use platform::ratelimit::KeyedLimit;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct ServeSettings {
     /// Topic of quote events (normally [`domain::events::TOPIC`]).
     pub topic: String,
     pub partners: Partners,
+    /// Requests per second and burst allowed to each partner.
+    pub partner_rate: (u32, u32),
 }
 
 /// `/healthz`, `/readyz` (the database answers) and `/metrics`.
@@ -29,8 +32,9 @@ pub fn probes(pool: PgPool) -> Router {
 }
 
 /// The HTTP router: intake plus the probes.
-pub fn router(pool: PgPool, partners: Partners) -> Router {
-    intake::router(Intake { pool: pool.clone(), partners: Arc::new(partners) })
+pub fn router(pool: PgPool, partners: Partners, partner_rate: (u32, u32)) -> Router {
+    let limit = KeyedLimit::per_second(partner_rate.0, partner_rate.1);
+    intake::router(Intake { pool: pool.clone(), partners: Arc::new(partners), limit })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
@@ -53,7 +57,8 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
     let relay = tokio::spawn(relay::run(settings.pool.clone(), producer, settings.topic, stopped(stop_rx.clone())));
-    let http = axum::serve(listener, router(settings.pool, settings.partners)).with_graceful_shutdown(stopped(stop_rx));
+    let http = axum::serve(listener, router(settings.pool, settings.partners, settings.partner_rate))
+        .with_graceful_shutdown(stopped(stop_rx));
     let http = tokio::spawn(async move { http.await });
     shutdown.await;
     let _ = stop_tx.send(true);

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use domain::intake::{Accepted, AssignedInsurer};
 use domain::request::{QuoteRequest, RequestError};
 use platform::Problem;
+use platform::ratelimit::KeyedLimit;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ const NO_INSURERS_RETRY: Duration = Duration::from_secs(5);
 pub struct Intake {
     pub pool: PgPool,
     pub partners: Arc<Partners>,
+    /// Each partner's own request budget.
+    pub limit: KeyedLimit<String>,
 }
 
 /// The intake routes (without health and metrics, which the caller adds).
@@ -40,12 +43,18 @@ pub fn router(state: Intake) -> Router {
         .with_state(state)
 }
 
+/// The authenticated partner, within its rate limit.
 fn partner<'a>(state: &'a Intake, headers: &HeaderMap) -> Result<&'a str, Problem> {
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-    state
+    let partner = state
         .partners
         .authenticate(authorization)
-        .ok_or_else(|| Problem::unauthorized("a valid partner bearer token is required"))
+        .ok_or_else(|| Problem::unauthorized("a valid partner bearer token is required"))?;
+    state.limit.check(&partner.to_string()).map_err(|wait| {
+        metrics::counter!("intake_rate_limited_total", "partner" => partner.to_string()).increment(1);
+        Problem::too_many_requests(wait)
+    })?;
+    Ok(partner)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -106,11 +115,13 @@ async fn store(
         return Ok(stored);
     }
     let insurers = registry::active(&mut *tx).await?;
-    if insurers.is_empty() {
+    // With every breaker open, each task would fail at once: refuse instead of accepting doomed work.
+    if insurers.iter().all(|i| i.breaker_state == "open") {
         return Ok(Stored::NoInsurers);
     }
     let id = Uuid::new_v4();
-    let now = Utc::now();
+    // Postgres keeps microseconds; answer with the deadline as it will be replayed.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let deadline_of = |i: &ActiveInsurer| now + chrono::Duration::milliseconds(i64::from(i.quote_timeout_ms));
     let deadline = insurers.iter().map(deadline_of).max().unwrap_or(now);
     let inserted = sqlx::query(

@@ -39,6 +39,12 @@ enum Command {
         /// Partners allowed to submit applications, as `name:token,name:token`.
         #[arg(long, env = "AGGREGATOR_PARTNER_TOKENS", hide_env_values = true)]
         partner_tokens: String,
+        /// Requests per second each partner may send (429 with Retry-After beyond).
+        #[arg(long, env = "AGGREGATOR_PARTNER_RPS", default_value_t = 200)]
+        partner_rps: u32,
+        /// Burst each partner may send above its rate.
+        #[arg(long, env = "AGGREGATOR_PARTNER_BURST", default_value_t = 400)]
+        partner_burst: u32,
     },
     /// One insurer's poller, configured by its InsurerIntegration manifest.
     Poller {
@@ -64,12 +70,16 @@ async fn main() -> anyhow::Result<()> {
     let pool = PgPoolOptions::new().max_connections(16).connect(&cli.database_url).await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {
-        Command::Serve { listen, kafka_brokers, topic, partner_tokens } => {
+        Command::Serve { listen, kafka_brokers, topic, partner_tokens, partner_rps, partner_burst } => {
             let partners = Partners::parse(&partner_tokens).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
-            app::serve(ServeSettings { pool, kafka_brokers, topic, partners }, listener, platform::shutdown_signal())
-                .await
+            app::serve(
+                ServeSettings { pool, kafka_brokers, topic, partners, partner_rate: (partner_rps, partner_burst) },
+                listener,
+                platform::shutdown_signal(),
+            )
+            .await
         }
         Command::Poller { spec, secrets_dir, replica_id, listen } => {
             let text = std::fs::read_to_string(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;

@@ -66,7 +66,8 @@ pub async fn serve(
     let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, stopped(stop_rx.clone())));
     let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), stopped(stop_rx.clone())));
     let state = AppState::new(settings.pool, hub, settings.aggregator, settings.api);
-    let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx));
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx));
     let http = tokio::spawn(async move { http.await });
     shutdown.await;
     let _ = stop_tx.send(true);

@@ -39,6 +39,12 @@ struct Args {
     /// Extra time after the aggregator's deadline before core-app expires what is left.
     #[arg(long, env = "CORE_APP_DEADLINE_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     deadline_grace: Duration,
+    /// Requests per second each client address may send to /api (429 with Retry-After beyond).
+    #[arg(long, env = "CORE_APP_CLIENT_RPS", default_value_t = 20)]
+    client_rps: u32,
+    /// Burst each client address may send above its rate.
+    #[arg(long, env = "CORE_APP_CLIENT_BURST", default_value_t = 40)]
+    client_burst: u32,
 }
 
 #[tokio::main]
@@ -56,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
         topic: args.topic,
         consumer_group: args.consumer_group,
         aggregator,
-        api: ApiSettings { deadline_grace: args.deadline_grace, ..ApiSettings::default() },
+        api: ApiSettings {
+            deadline_grace: args.deadline_grace,
+            client_rate: (args.client_rps, args.client_burst),
+            ..ApiSettings::default()
+        },
     };
     core_app::serve(settings, listener, platform::shutdown_signal()).await
 }

@@ -292,3 +292,21 @@ async fn a_quote_overdue_while_core_app_was_down_completes_at_start() {
         [("status".to_string(), "expired".to_string()), ("complete".to_string(), "complete".to_string())]
     );
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let stack = Stack::start("20s").await;
+    let api = core_app::api::ApiSettings { client_rate: (1, 3), ..core_app::api::ApiSettings::default() };
+    let limited = stack.start_core_app_with(&stack.aggregator_url, api).await;
+    let mut statuses = vec![];
+    for _ in 0..5 {
+        let r = reqwest::get(format!("{limited}/api/v1/insurers")).await.unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(reqwest::get(format!("{limited}/healthz")).await.unwrap().status(), 200, "probes are not limited");
+}

@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod metrics;
 pub mod problem;
+pub mod ratelimit;
 pub mod telemetry;
 
 pub use problem::Problem;

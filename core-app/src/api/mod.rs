@@ -9,8 +9,14 @@ use crate::aggregator_client::AggregatorClient;
 use crate::hub::Hub;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use platform::Problem;
+use platform::ratelimit::KeyedLimit;
 use sqlx::PgPool;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +32,9 @@ pub struct ApiSettings {
     pub sse_retry: Duration,
     /// Interval of SSE heartbeat comments.
     pub sse_heartbeat: Duration,
+    /// Requests per second and burst per client address on `/api` (the in-process limit
+    /// for runs without an ingress; in Kubernetes the ingress limits too).
+    pub client_rate: (u32, u32),
 }
 
 impl Default for ApiSettings {
@@ -34,6 +43,7 @@ impl Default for ApiSettings {
             deadline_grace: Duration::from_secs(3),
             sse_retry: Duration::from_secs(2),
             sse_heartbeat: Duration::from_secs(10),
+            client_rate: (20, 40),
         }
     }
 }
@@ -46,12 +56,14 @@ pub struct AppState {
     pub aggregator: AggregatorClient,
     pub settings: Arc<ApiSettings>,
     pub insurers_cache: Arc<insurers::Cache>,
+    pub client_limit: KeyedLimit<IpAddr>,
 }
 
 impl AppState {
     /// State for the handlers.
     pub fn new(pool: PgPool, hub: Arc<Hub>, aggregator: AggregatorClient, settings: ApiSettings) -> Self {
-        AppState { pool, hub, aggregator, settings: Arc::new(settings), insurers_cache: Arc::default() }
+        let client_limit = KeyedLimit::per_second(settings.client_rate.0, settings.client_rate.1);
+        AppState { pool, hub, aggregator, settings: Arc::new(settings), insurers_cache: Arc::default(), client_limit }
     }
 }
 
@@ -64,5 +76,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/insurers", get(insurers::list))
         .route("/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.client_limit.clone(), limit_clients))
         .with_state(state)
+}
+
+/// 429 with `Retry-After` for a client address over its rate; connections without a known
+/// peer (in-process tests) are not limited.
+async fn limit_clients(State(limit): State<KeyedLimit<IpAddr>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = peer
+        && let Err(wait) = limit.check(&ip)
+    {
+        metrics::counter!("http_client_rate_limited_total").increment(1);
+        return Problem::too_many_requests(wait).into_response();
+    }
+    next.run(request).await
 }

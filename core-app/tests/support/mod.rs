@@ -139,6 +139,7 @@ impl Stack {
             kafka_brokers: testkit::kafka_brokers(),
             topic: topic.clone(),
             partners: Partners::parse(&format!("core-app:{TOKEN}")).unwrap(),
+            partner_rate: (1000, 1000),
         };
         tokio::spawn(aggregator::app::serve(serve, l, stopped(&stop)));
 
@@ -161,6 +162,13 @@ impl Stack {
 
     /// Starts another core-app replica (same database and consumer group) and returns its URL.
     pub async fn start_core_app(&self, aggregator_url: &str) -> String {
+        let api =
+            ApiSettings { deadline_grace: Duration::from_secs(1), client_rate: (1000, 1000), ..ApiSettings::default() };
+        self.start_core_app_with(aggregator_url, api).await
+    }
+
+    /// Starts a replica with its own API settings.
+    pub async fn start_core_app_with(&self, aggregator_url: &str, api: ApiSettings) -> String {
         let (l, url) = listener().await;
         let settings = core_app::Settings {
             pool: self.core_pool.clone(),
@@ -168,7 +176,7 @@ impl Stack {
             topic: self.topic.clone(),
             consumer_group: self.group.clone(),
             aggregator: AggregatorClient::new(aggregator_url, TOKEN, Duration::from_secs(2)).unwrap(),
-            api: ApiSettings { deadline_grace: Duration::from_secs(1), ..ApiSettings::default() },
+            api,
         };
         tokio::spawn(core_app::serve(settings, l, stopped(&self.stop)));
         url

@@ -1,0 +1,159 @@
+//! The partner intake over HTTP on the real local Postgres: authentication, per-partner
+//! rate limits, idempotency, the one-transaction write, and refusing doomed work.
+
+use aggregator::partners::Partners;
+use aggregator::registry;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::time::Duration;
+
+const PARTNERS: &str = "web:web-token-123,flood:flood-token-123";
+
+async fn start(rate: (u32, u32)) -> (String, PgPool) {
+    let (pool, _) = testkit::fresh_database("intake").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let router = aggregator::app::router(pool.clone(), Partners::parse(PARTNERS).unwrap(), rate);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, pool)
+}
+
+async fn register(pool: &PgPool, name: &str, breaker: &str) {
+    registry::heartbeat(pool, name, &name.to_uppercase(), false, breaker, Duration::from_secs(60)).await.unwrap();
+}
+
+fn application() -> Value {
+    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
+    json!({
+        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
+                    "vin": "XTAGFL110KY123456", "purpose": "personal"},
+        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
+                  "passport": "4510 123456", "region": "77"},
+        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
+                     "licence": "7700 123456", "experience_since": "2005-06-01"}],
+        "policy": {"start_date": start, "period_months": 12}
+    })
+}
+
+async fn submit(url: &str, token: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().post(format!("{url}/internal/v1/applications")).bearer_auth(token).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_application_gets_a_task_per_live_insurer_in_one_go() {
+    let (url, pool) = start((100, 100)).await;
+    register(&pool, "alfa", "closed").await;
+    register(&pool, "reso", "closed").await;
+    registry::heartbeat(&pool, "paused", "P", true, "closed", Duration::from_secs(60)).await.unwrap();
+    sqlx::query("INSERT INTO insurers (name, display_name, quote_timeout_ms, heartbeat_at) VALUES ('gone', 'G', 60000, now() - interval '5 minutes')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let response = submit(&url, "web-token-123", None, &application()).await;
+    assert_eq!(response.status(), 201);
+    let accepted: Value = response.json().await.unwrap();
+    let names: Vec<&str> =
+        accepted["insurers"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alfa", "reso"], "suspended and silent insurers get no task");
+    assert_eq!(accepted["insurers"][0]["display_name"], "ALFA");
+    let id: uuid::Uuid = accepted["id"].as_str().unwrap().parse().unwrap();
+    let tasks: Vec<String> = sqlx::query_scalar("SELECT insurer FROM tasks WHERE application_id = $1 ORDER BY insurer")
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tasks, ["alfa", "reso"]);
+    let stored: Value =
+        sqlx::query_scalar("SELECT request FROM applications WHERE id = $1").bind(id).fetch_one(&pool).await.unwrap();
+    assert_eq!(stored["vehicle"]["vin"], "XTAGFL110KY123456");
+}
+
+#[tokio::test]
+async fn partners_are_authenticated_and_requests_checked() {
+    let (url, pool) = start((100, 100)).await;
+    register(&pool, "alfa", "closed").await;
+    let anonymous = reqwest::Client::new()
+        .post(format!("{url}/internal/v1/applications"))
+        .json(&application())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["content-type"], "application/problem+json");
+    assert_eq!(submit(&url, "wrong-token-123", None, &application()).await.status(), 401);
+
+    let mut invalid = application();
+    invalid["vehicle"]["vin"] = json!("BAD");
+    let response = submit(&url, "web-token-123", None, &invalid).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.json::<Value>().await.unwrap()["errors"][0]["field"], "vehicle.vin");
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_or_conflict() {
+    let (url, pool) = start((100, 100)).await;
+    register(&pool, "alfa", "closed").await;
+    let first = submit(&url, "web-token-123", Some("k1"), &application()).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = submit(&url, "web-token-123", Some("k1"), &application()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let mut other = application();
+    other["policy"]["period_months"] = json!(6);
+    assert_eq!(submit(&url, "web-token-123", Some("k1"), &other).await.status(), 409);
+    assert_eq!(submit(&url, "flood-token-123", Some("k1"), &application()).await.status(), 201, "keys are per partner");
+
+    // Ten concurrent submissions with one new key make one application.
+    let body = application();
+    let racers = (0..10).map(|_| submit(&url, "web-token-123", Some("race"), &body));
+    let statuses: Vec<u16> = futures::future::join_all(racers).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 201), "{statuses:?}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM applications WHERE idempotency_key = 'race'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn one_partners_flood_does_not_slow_another() {
+    let (url, pool) = start((5, 5)).await;
+    register(&pool, "alfa", "closed").await;
+    let body = application();
+    let flood = (0..30).map(|_| submit(&url, "flood-token-123", None, &body));
+    let statuses: Vec<reqwest::Response> = futures::future::join_all(flood).await;
+    let limited: Vec<&reqwest::Response> = statuses.iter().filter(|r| r.status() == 429).collect();
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(limited.len(), 25, "burst 5 passes, the rest is refused: {codes:?}");
+    assert!(limited[0].headers().contains_key("retry-after"));
+    let started = std::time::Instant::now();
+    assert_eq!(submit(&url, "web-token-123", None, &application()).await.status(), 201, "web is not limited by flood");
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn no_insurer_able_to_work_means_503_at_once() {
+    let (url, pool) = start((100, 100)).await;
+    let nobody = submit(&url, "web-token-123", None, &application()).await;
+    assert_eq!(nobody.status(), 503);
+    assert!(nobody.headers().contains_key("retry-after"));
+
+    register(&pool, "alfa", "open").await;
+    register(&pool, "reso", "open").await;
+    let started = std::time::Instant::now();
+    assert_eq!(submit(&url, "web-token-123", None, &application()).await.status(), 503, "every breaker is open");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM applications").fetch_one(&pool).await.unwrap();
+    assert_eq!(apps, 0, "nothing doomed was accepted");
+
+    register(&pool, "reso", "half_open").await;
+    assert_eq!(submit(&url, "web-token-123", None, &application()).await.status(), 201, "one insurer can work again");
+}
