@@ -50,3 +50,10 @@ infra-status: ## Tell whether Postgres and Kafka are running
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+.PHONY: bench bench-quick
+bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (about 20 min)
+	scripts/bench.sh
+
+bench-quick: ## Quick benchmark for regression checks (under 5 minutes once built)
+	scripts/bench.sh --quick

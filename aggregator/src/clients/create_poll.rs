@@ -6,8 +6,9 @@
 //! Errors look like `{request_id, message, properties: [{property, message}]}`.
 
 use super::http::{Answer, Http};
+use super::resilience::{Call, CallContext, Resilience};
 use super::wire::{self, token};
-use super::{CallError, ClientError, Created, Credentials, InsurerApi, Polled};
+use super::{Breaker, CallError, ClientError, Created, Credentials, InsurerApi, Polled};
 use chrono::{DateTime, Utc};
 use crds::InsurerIntegrationSpec;
 use domain::events::Offer;
@@ -18,7 +19,12 @@ use reqwest::Method;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// `POST /v1/calculate`: idempotent, the insurer knows the calculation by our `request_id`.
+const CREATE: Call = Call::idempotent("create");
+const POLL: Call = Call::idempotent("poll");
 
 /// A create-poll insurer.
 #[derive(Debug)]
@@ -27,29 +33,42 @@ pub struct CreatePoll {
 }
 
 impl CreatePoll {
-    pub fn new(spec: &InsurerIntegrationSpec, credentials: Credentials) -> Result<Self, ClientError> {
-        Ok(CreatePoll { http: Http::new(spec, credentials, error_message)? })
+    pub fn new(
+        spec: &InsurerIntegrationSpec,
+        credentials: Credentials,
+        guard: Arc<Resilience>,
+    ) -> Result<Self, ClientError> {
+        Ok(CreatePoll { http: Http::new(spec, credentials, error_message, guard)? })
     }
 }
 
 impl InsurerApi for CreatePoll {
-    fn create<'a>(&'a self, key: &'a str, request: &'a QuoteRequest) -> BoxFuture<'a, Result<Created, CallError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        request: &'a QuoteRequest,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Created, CallError>> {
         Box::pin(async move {
             let body = json!({"request_id": key, "application": request});
             let call = self.http.request(Method::POST, self.http.url("v1/calculate")).json(&body);
-            let Answer { body, retry_after, .. } = self.http.send(call).await?;
+            let Answer { body, retry_after, .. } = self.http.send(CREATE, call, ctx).await?;
             let status = map_calculation(key, &body, retry_after)?;
             Ok(Created { reference: key.to_string(), status })
         })
     }
 
-    fn poll<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Polled, CallError>> {
+    fn poll<'a>(&'a self, reference: &'a str, ctx: &'a CallContext) -> BoxFuture<'a, Result<Polled, CallError>> {
         Box::pin(async move {
             let call =
                 self.http.request(Method::GET, self.http.url("v1/calculate")).query(&[("request_id", reference)]);
-            let Answer { body, retry_after, .. } = self.http.send(call).await?;
+            let Answer { body, retry_after, .. } = self.http.send(POLL, call, ctx).await?;
             map_calculation(reference, &body, retry_after)
         })
+    }
+
+    fn breaker(&self) -> Option<Arc<Breaker>> {
+        Some(self.http.guard().breaker().clone())
     }
 }
 

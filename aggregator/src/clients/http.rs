@@ -1,14 +1,15 @@
-//! The HTTP shell every style shares: base URL, timeouts, auth, this replica's share of the
-//! insurer's rate limit, bounded body reads, and turning statuses into [`CallError`]s.
+//! The HTTP shell every style shares: base URL, timeouts, auth, bounded body reads, turning
+//! statuses into [`CallError`]s — and every call through the insurer's [`Resilience`]
+//! (retry, breaker, rate limit, bulkhead).
 
+use super::resilience::{Call, CallContext, Resilience};
 use super::{CallError, ClientError, Credentials};
 use chrono::{DateTime, Utc};
 use crds::InsurerIntegrationSpec;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Url};
 use std::fmt;
-use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Larger bodies are refused: no partner answer is anywhere near this.
@@ -25,7 +26,7 @@ pub(crate) struct Http {
     /// The manifest's `baseUrl` with a trailing slash, so relative paths join under it.
     base: Url,
     credentials: Credentials,
-    limiter: DefaultDirectRateLimiter,
+    guard: Arc<Resilience>,
     error_message: ErrorMessage,
 }
 
@@ -43,6 +44,7 @@ impl Http {
         spec: &InsurerIntegrationSpec,
         credentials: Credentials,
         error_message: ErrorMessage,
+        guard: Arc<Resilience>,
     ) -> Result<Self, ClientError> {
         let raw = &spec.api.base_url;
         let mut base = Url::parse(raw).map_err(|e| ClientError::BaseUrl(raw.clone(), e.to_string()))?;
@@ -62,7 +64,12 @@ impl Http {
             .user_agent(concat!("osago-aggregator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        Ok(Http { client, base, credentials, limiter: limiter(spec), error_message })
+        Ok(Http { client, base, credentials, guard, error_message })
+    }
+
+    /// The protections every call goes through.
+    pub fn guard(&self) -> &Arc<Resilience> {
+        &self.guard
     }
 
     /// `path` (relative, no leading slash) under the base URL.
@@ -92,10 +99,20 @@ impl Http {
         self.credentials.apply(self.client.request(method, url))
     }
 
-    /// Waits for this replica's rate-limit share, sends, and reads the whole body.
-    /// Any status but 2xx becomes the matching [`CallError`].
-    pub async fn send(&self, request: RequestBuilder) -> Result<Answer, CallError> {
-        self.limiter.until_ready().await;
+    /// Makes `call` with `request` through the insurer's protections (retrying it when that
+    /// is safe), reading the whole body. Any status but 2xx becomes the matching [`CallError`].
+    pub async fn send(&self, call: Call, request: RequestBuilder, ctx: &CallContext) -> Result<Answer, CallError> {
+        self.guard
+            .run(call, ctx, || {
+                // JSON and empty bodies always clone.
+                let attempt = request.try_clone().expect("a request without a streaming body");
+                self.exchange(attempt)
+            })
+            .await
+    }
+
+    /// One try: send, read the whole body, classify the status.
+    async fn exchange(&self, request: RequestBuilder) -> Result<Answer, CallError> {
         let mut response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let header = |name| response.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok());
@@ -117,15 +134,6 @@ impl fmt::Debug for Http {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http").field("base", &self.base.as_str()).field("credentials", &self.credentials).finish()
     }
-}
-
-/// This replica's share of the insurer's limit (the limit is for all replicas together).
-fn limiter(spec: &InsurerIntegrationSpec) -> DefaultDirectRateLimiter {
-    let replicas = spec.replicas.max(1);
-    let share = |n: u32| NonZeroU32::new(n.div_ceil(replicas)).unwrap_or(NonZeroU32::MIN);
-    let rate = share(spec.rate_limit.requests_per_second);
-    let burst = share(spec.rate_limit.burst).max(rate);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// The [`CallError`] for a non-2xx status, `Ok` for 2xx.
@@ -158,9 +166,11 @@ pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-/// A reqwest failure as a [`CallError`]; the message names the cause, not the URL.
+/// A reqwest failure as a [`CallError`]; the message names the cause, not the URL. A
+/// failed connect (a connect timeout included) is [`CallError::Connect`]: nothing was sent.
 pub(crate) fn transport_error(error: reqwest::Error) -> CallError {
-    if error.is_timeout() {
+    let connect = error.is_connect();
+    if error.is_timeout() && !connect {
         return CallError::Timeout;
     }
     if error.is_decode() {
@@ -177,7 +187,7 @@ pub(crate) fn transport_error(error: reqwest::Error) -> CallError {
         }
         source = cause.source();
     }
-    CallError::Transport(parts.join(": "))
+    if connect { CallError::Connect(parts.join(": ")) } else { CallError::Transport(parts.join(": ")) }
 }
 
 #[cfg(test)]
@@ -219,7 +229,8 @@ mod tests {
             "apiVersion: osago.io/v1alpha1\nkind: InsurerIntegration\nmetadata: {{name: x}}\n\
              spec: {{displayName: X, api: {{baseUrl: '{base_url}', style: operation}}}}\n"
         );
-        Http::new(&crds::InsurerIntegration::from_yaml(&yaml).unwrap().spec, Credentials::None, |_| None)
+        let manifest = crds::InsurerIntegration::from_yaml(&yaml).unwrap();
+        Http::new(&manifest.spec, Credentials::None, |_| None, Resilience::new("x", &manifest.spec))
     }
 
     #[test]

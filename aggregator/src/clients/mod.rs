@@ -1,8 +1,10 @@
 //! Clients of the insurers' partner APIs: one per API style, all behind [`InsurerApi`], so
 //! the poller only ever sees "create", "poll" and their typed results.
 //!
-//! Each client is an imperative shell (HTTP, auth, rate limit) around pure mapping
-//! functions — insurer body in, [`Polled`] out — that are tested with real sample bodies.
+//! Each client is an imperative shell (HTTP, auth) around pure mapping functions — insurer
+//! body in, [`Polled`] out — that are tested with real sample bodies. Every HTTP call goes
+//! through the insurer's [`Resilience`]: retry with a budget, circuit breaker, rate limit,
+//! bulkhead and timeout, all from the manifest.
 //!
 //! Nothing here logs request or response bodies: applications carry personal data and
 //! insurers' error messages may echo it. [`CallError`]'s `Display` is safe to log.
@@ -11,13 +13,18 @@ mod credentials;
 mod http;
 mod wire;
 
+pub mod breaker;
 pub mod create_poll;
 pub mod offers_list;
 pub mod operation;
+pub mod resilience;
+pub mod retry;
 
+pub use breaker::{Breaker, BreakerState};
 pub use credentials::{Credentials, CredentialsError};
+pub use resilience::{CallContext, Resilience};
 
-use crds::{ApiStyle, InsurerIntegrationSpec};
+use crds::{ApiStyle, InsurerIntegration};
 use domain::events::Offer;
 use domain::request::QuoteRequest;
 use futures::future::BoxFuture;
@@ -30,16 +37,27 @@ use uuid::Uuid;
 /// One insurer's partner API, whatever its style.
 ///
 /// Object-safe (futures are boxed) so that the poller holds an `Arc<dyn InsurerApi>`
-/// chosen from the manifest at start-up.
+/// chosen from the manifest at start-up. Each method gets the step's [`CallContext`]: the
+/// deadline its calls and retries must keep, and where they are counted.
 pub trait InsurerApi: Send + Sync + fmt::Debug {
     /// Starts a calculation of `request` for the task named `key` (see [`task_key`]).
     ///
     /// Where the style allows it, a repeated create with the same key is the same
     /// calculation at the insurer, so a create whose answer was lost is safe to retry.
-    fn create<'a>(&'a self, key: &'a str, request: &'a QuoteRequest) -> BoxFuture<'a, Result<Created, CallError>>;
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        request: &'a QuoteRequest,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Created, CallError>>;
 
     /// Asks how the calculation `reference` (from [`Created::reference`]) is doing.
-    fn poll<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Polled, CallError>>;
+    fn poll<'a>(&'a self, reference: &'a str, ctx: &'a CallContext) -> BoxFuture<'a, Result<Polled, CallError>>;
+
+    /// The circuit breaker over these calls, when there is one (the poller reports its state).
+    fn breaker(&self) -> Option<Arc<Breaker>> {
+        None
+    }
 }
 
 /// A calculation the insurer accepted.
@@ -73,7 +91,10 @@ impl Polled {
 /// Why a call to an insurer did not produce an answer we can use.
 #[derive(Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// Connecting, sending or receiving failed (refused, reset, DNS, …).
+    /// No connection could be made (refused, DNS, connect timeout): the request was never sent.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// Sending or receiving failed on a connection (reset, closed): the request may have arrived.
     #[error("transport error: {0}")]
     Transport(String),
     /// No complete answer within the request timeout (or the connect timeout).
@@ -92,6 +113,10 @@ pub enum CallError {
     /// The insurer answered something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Our circuit breaker did not let the call through: open, or half-open with every trial
+    /// slot taken. Nothing was sent; asking again after `retry_in` may succeed.
+    #[error("circuit breaker {}, retry in {}ms", if *half_open { "half-open" } else { "open" }, retry_in.as_millis())]
+    CircuitOpen { half_open: bool, retry_in: Duration },
 }
 
 fn hint(retry_after: Option<Duration>) -> String {
@@ -111,19 +136,40 @@ impl fmt::Debug for CallError {
 }
 
 impl CallError {
-    /// True when asking again later may succeed: transport, timeout, 429, 5xx.
+    /// True when asking again later may succeed: connect, transport, timeout, 429, 5xx, an
+    /// open circuit.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CallError::Transport(_) | CallError::Timeout | CallError::RateLimited { .. } | CallError::Server { .. }
+            CallError::Connect(_)
+                | CallError::Transport(_)
+                | CallError::Timeout
+                | CallError::RateLimited { .. }
+                | CallError::Server { .. }
+                | CallError::CircuitOpen { .. }
         )
     }
 
-    /// The insurer's `Retry-After`, when it sent one.
+    /// When to ask again: the insurer's `Retry-After`, or the breaker's wait.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             CallError::RateLimited { retry_after } | CallError::Server { retry_after, .. } => *retry_after,
+            CallError::CircuitOpen { retry_in, .. } => Some(*retry_in),
             _ => None,
+        }
+    }
+
+    /// The error's kind in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Connect(_) => "connect",
+            CallError::Transport(_) => "transport",
+            CallError::Timeout => "timeout",
+            CallError::RateLimited { .. } => "rate_limited",
+            CallError::Server { .. } => "server_error",
+            CallError::Client { .. } => "client_error",
+            CallError::Protocol(_) => "protocol",
+            CallError::CircuitOpen { .. } => "circuit_open",
         }
     }
 
@@ -135,7 +181,8 @@ impl CallError {
             CallError::Client { status, message } => format!("rejected: HTTP {status}: {message}"),
             CallError::Protocol(detail) => format!("protocol_error: {detail}"),
             CallError::Timeout => "timeout".into(),
-            CallError::Transport(detail) => format!("transport_error: {detail}"),
+            CallError::Connect(detail) | CallError::Transport(detail) => format!("transport_error: {detail}"),
+            CallError::CircuitOpen { .. } => "circuit_open".into(),
             CallError::RateLimited { .. } => "rate_limited".into(),
             CallError::Server { status, .. } => format!("insurer_unavailable: HTTP {status}"),
         }
@@ -163,13 +210,16 @@ pub fn task_key(insurer: &str, application_id: Uuid) -> String {
 }
 
 /// The client the manifest asks for, with credentials read from
-/// `{secrets_dir}/{secretRef.name}/{secretRef.key}` (a mounted Kubernetes Secret).
-pub fn for_spec(spec: &InsurerIntegrationSpec, secrets_dir: &Path) -> Result<Arc<dyn InsurerApi>, ClientError> {
+/// `{secrets_dir}/{secretRef.name}/{secretRef.key}` (a mounted Kubernetes Secret) and the
+/// protections its spec describes (a new [`Resilience`], so a new circuit breaker).
+pub fn for_manifest(manifest: &InsurerIntegration, secrets_dir: &Path) -> Result<Arc<dyn InsurerApi>, ClientError> {
+    let spec = &manifest.spec;
     let credentials = Credentials::load(&spec.api.auth, secrets_dir)?;
+    let guard = Resilience::new(manifest.name(), spec);
     Ok(match spec.api.style {
-        ApiStyle::CreatePoll => Arc::new(create_poll::CreatePoll::new(spec, credentials)?),
-        ApiStyle::Operation => Arc::new(operation::Operation::new(spec, credentials)?),
-        ApiStyle::OffersList => Arc::new(offers_list::OffersList::new(spec, credentials)?),
+        ApiStyle::CreatePoll => Arc::new(create_poll::CreatePoll::new(spec, credentials, guard)?),
+        ApiStyle::Operation => Arc::new(operation::Operation::new(spec, credentials, guard)?),
+        ApiStyle::OffersList => Arc::new(offers_list::OffersList::new(spec, credentials, guard)?),
     })
 }
 
@@ -180,8 +230,9 @@ mod tests {
     #[test]
     fn errors_classify_and_never_print_the_insurer_message() {
         let secret = "Иванов Иван, паспорт 4510 123456";
-        let cases: [(CallError, bool, Option<Duration>, &str); 6] = [
-            (CallError::Transport("connection refused".into()), true, None, "transport_error: connection refused"),
+        let cases: [(CallError, bool, Option<Duration>, &str); 8] = [
+            (CallError::Connect("connection refused".into()), true, None, "transport_error: connection refused"),
+            (CallError::Transport("connection reset".into()), true, None, "transport_error: connection reset"),
             (CallError::Timeout, true, None, "timeout"),
             (
                 CallError::RateLimited { retry_after: Some(Duration::from_secs(2)) },
@@ -197,6 +248,12 @@ mod tests {
                 "rejected: HTTP 400: Иванов Иван, паспорт 4510 123456",
             ),
             (CallError::Protocol("unknown status".into()), false, None, "protocol_error: unknown status"),
+            (
+                CallError::CircuitOpen { half_open: false, retry_in: Duration::from_millis(800) },
+                true,
+                Some(Duration::from_millis(800)),
+                "circuit_open",
+            ),
         ];
         for (error, transient, retry_after, reason) in cases {
             assert_eq!(error.is_transient(), transient, "{error}");

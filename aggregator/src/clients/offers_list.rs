@@ -3,17 +3,19 @@
 //! `[{code, price, status, error}]`. Errors look like `{errors: [{code, field?, message}]}`.
 //!
 //! **No idempotency.** `POST /contracts` takes no key of ours, so a create whose answer was
-//! lost (timeout, reset, a replica killed before it stored the contract id) is retried as
-//! a *new* contract: the insurer keeps an orphan draft — visible in its back office,
-//! perhaps counted against our quota — but we only ever poll the contract we stored, so
-//! the customer still gets exactly one result. The two create calls run back to back in
+//! lost (timeout, reset, a replica killed before it stored the contract id) is retried — by
+//! the poller's next step, never within a step — as a *new* contract: the insurer keeps an
+//! orphan draft — visible in its back office, perhaps counted against our quota — but we
+//! only ever poll the contract we stored, so the customer still gets exactly one result.
+//! (Within a step it is repeated only when it cannot have arrived: no connection, or a 429.) The two create calls run back to back in
 //! one step; when the second fails transiently the contract is kept and the first poll,
 //! seeing an empty list (offers never requested), requests them again — that request
 //! is safe to repeat, it does not restart a running calculation.
 
 use super::http::{Answer, Http};
+use super::resilience::{Call, CallContext, Resilience};
 use super::wire::{self, token};
-use super::{CallError, ClientError, Created, Credentials, InsurerApi, Polled};
+use super::{Breaker, CallError, ClientError, Created, Credentials, InsurerApi, Polled};
 use chrono::{DateTime, Utc};
 use crds::InsurerIntegrationSpec;
 use domain::events::Offer;
@@ -23,7 +25,15 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// `POST /contracts`: no key of ours, a repeat is a second contract — never repeated once it
+/// may have reached the insurer.
+const CREATE: Call = Call::not_idempotent("create");
+/// `POST /contracts/{id}/offers`: repeating it does not restart a running calculation.
+const REQUEST_OFFERS: Call = Call::idempotent("request_offers");
+const POLL: Call = Call::idempotent("poll");
 
 /// An offers-list insurer.
 #[derive(Debug)]
@@ -32,23 +42,32 @@ pub struct OffersList {
 }
 
 impl OffersList {
-    pub fn new(spec: &InsurerIntegrationSpec, credentials: Credentials) -> Result<Self, ClientError> {
-        Ok(OffersList { http: Http::new(spec, credentials, error_message)? })
+    pub fn new(
+        spec: &InsurerIntegrationSpec,
+        credentials: Credentials,
+        guard: Arc<Resilience>,
+    ) -> Result<Self, ClientError> {
+        Ok(OffersList { http: Http::new(spec, credentials, error_message, guard)? })
     }
 
-    async fn request_offers(&self, contract: &str) -> Result<(), CallError> {
+    async fn request_offers(&self, contract: &str, ctx: &CallContext) -> Result<(), CallError> {
         let url = self.http.url_with_segments(&["contracts", contract, "offers"]);
-        self.http.send(self.http.request(Method::POST, url)).await.map(drop)
+        self.http.send(REQUEST_OFFERS, self.http.request(Method::POST, url), ctx).await.map(drop)
     }
 }
 
 impl InsurerApi for OffersList {
-    fn create<'a>(&'a self, _key: &'a str, request: &'a QuoteRequest) -> BoxFuture<'a, Result<Created, CallError>> {
+    fn create<'a>(
+        &'a self,
+        _key: &'a str,
+        request: &'a QuoteRequest,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Created, CallError>> {
         Box::pin(async move {
             let call = self.http.request(Method::POST, self.http.url("contracts")).json(request);
-            let Answer { body, .. } = self.http.send(call).await?;
+            let Answer { body, .. } = self.http.send(CREATE, call, ctx).await?;
             let reference = map_contract(&body)?;
-            let status = match self.request_offers(&reference).await {
+            let status = match self.request_offers(&reference, ctx).await {
                 Ok(()) => Polled::PENDING,
                 // Keep the contract; the first poll requests the offers again.
                 Err(e) if e.is_transient() => Polled::Pending { retry_after: e.retry_after() },
@@ -58,18 +77,23 @@ impl InsurerApi for OffersList {
         })
     }
 
-    fn poll<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Polled, CallError>> {
+    fn poll<'a>(&'a self, reference: &'a str, ctx: &'a CallContext) -> BoxFuture<'a, Result<Polled, CallError>> {
         Box::pin(async move {
             let url = self.http.url_with_segments(&["contracts", reference, "offers"]);
-            let Answer { body, retry_after, .. } = self.http.send(self.http.request(Method::GET, url)).await?;
+            let Answer { body, retry_after, .. } =
+                self.http.send(POLL, self.http.request(Method::GET, url), ctx).await?;
             match map_offers(&body, retry_after)? {
                 OffersState::NotRequested => {
-                    self.request_offers(reference).await?;
+                    self.request_offers(reference, ctx).await?;
                     Ok(Polled::PENDING)
                 }
                 OffersState::Known(polled) => Ok(polled),
             }
         })
+    }
+
+    fn breaker(&self) -> Option<Arc<Breaker>> {
+        Some(self.http.guard().breaker().clone())
     }
 }
 

@@ -7,8 +7,9 @@
 //! `{error: {code, message, details: [{field, issue}]}}`.
 
 use super::http::{Answer, Http};
+use super::resilience::{Call, CallContext, Resilience};
 use super::wire::{self, token};
-use super::{CallError, ClientError, Created, Credentials, InsurerApi, Polled};
+use super::{Breaker, CallError, ClientError, Created, Credentials, InsurerApi, Polled};
 use chrono::{DateTime, Utc};
 use crds::InsurerIntegrationSpec;
 use domain::events::Offer;
@@ -17,7 +18,12 @@ use domain::tariff::Breakdown;
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// `POST /api/quotes` with our `Idempotency-Key`: a repeat is the same operation.
+const CREATE: Call = Call::idempotent("create");
+const POLL: Call = Call::idempotent("poll");
 
 /// An operation-style insurer.
 #[derive(Debug)]
@@ -26,30 +32,44 @@ pub struct Operation {
 }
 
 impl Operation {
-    pub fn new(spec: &InsurerIntegrationSpec, credentials: Credentials) -> Result<Self, ClientError> {
-        Ok(Operation { http: Http::new(spec, credentials, error_message)? })
+    pub fn new(
+        spec: &InsurerIntegrationSpec,
+        credentials: Credentials,
+        guard: Arc<Resilience>,
+    ) -> Result<Self, ClientError> {
+        Ok(Operation { http: Http::new(spec, credentials, error_message, guard)? })
     }
 }
 
 impl InsurerApi for Operation {
-    fn create<'a>(&'a self, key: &'a str, request: &'a QuoteRequest) -> BoxFuture<'a, Result<Created, CallError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        request: &'a QuoteRequest,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Created, CallError>> {
         Box::pin(async move {
             let call = self
                 .http
                 .request(Method::POST, self.http.url("api/quotes"))
                 .header("Idempotency-Key", key)
                 .json(request);
-            let Answer { status, retry_after, location, body } = self.http.send(call).await?;
+            let Answer { status, retry_after, location, body } = self.http.send(CREATE, call, ctx).await?;
             map_created(status, location.as_deref(), &body, retry_after)
         })
     }
 
-    fn poll<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Polled, CallError>> {
+    fn poll<'a>(&'a self, reference: &'a str, ctx: &'a CallContext) -> BoxFuture<'a, Result<Polled, CallError>> {
         Box::pin(async move {
             let url = self.http.resolve(reference)?;
-            let Answer { body, retry_after, .. } = self.http.send(self.http.request(Method::GET, url)).await?;
+            let Answer { body, retry_after, .. } =
+                self.http.send(POLL, self.http.request(Method::GET, url), ctx).await?;
             map_operation(&body, retry_after)
         })
+    }
+
+    fn breaker(&self) -> Option<Arc<Breaker>> {
+        Some(self.http.guard().breaker().clone())
     }
 }
 

@@ -1,0 +1,102 @@
+//! The outbox relay against real Postgres and Kafka: a row whose transaction commits late
+//! is still published, rows are deleted only once delivered, and a second relay stands by
+//! while the first holds the lock.
+
+use chrono::Utc;
+use domain::events::{InsurerOutcome, QuoteEvent};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+fn event(quote: Uuid, insurer: &str) -> QuoteEvent {
+    QuoteEvent::new(quote, insurer, 1, InsurerOutcome::Declined { reason: "test".into() }, Utc::now())
+}
+
+/// Up to `n` events, waiting at most `quiet` for each.
+async fn received_within(consumer: &StreamConsumer, n: usize, quiet: Duration) -> Vec<QuoteEvent> {
+    let mut out = vec![];
+    while out.len() < n {
+        let Ok(message) = tokio::time::timeout(quiet, consumer.recv()).await else { break };
+        out.push(serde_json::from_slice(message.unwrap().payload().unwrap()).unwrap());
+    }
+    out
+}
+
+async fn received(consumer: &StreamConsumer, n: usize) -> Vec<QuoteEvent> {
+    received_within(consumer, n, Duration::from_secs(15)).await
+}
+
+async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_late_commit_is_published_and_only_one_relay_runs() {
+    let (pool, _) = testkit::fresh_database("relay").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let topic = testkit::fresh_topic("relay", 3).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_name("relay"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+
+    // Transaction A takes the lower id but commits after B.
+    let quote = Uuid::new_v4();
+    let (late, early) = (event(quote, "alfa"), event(quote, "reso"));
+    let mut a = pool.begin().await.unwrap();
+    aggregator::outbox::append(&mut a, &late).await.unwrap();
+    let mut b = pool.begin().await.unwrap();
+    aggregator::outbox::append(&mut b, &early).await.unwrap();
+    b.commit().await.unwrap();
+
+    let (stop, _) = watch::channel(false);
+    let stopped = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
+    let first = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), stopped(&stop)));
+    let got = received(&consumer, 1).await;
+    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [early.event_id]);
+
+    a.commit().await.unwrap();
+    let got = received(&consumer, 1).await;
+    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [late.event_id], "the late commit is not skipped");
+    for _ in 0..50 {
+        if outbox_rows(&pool).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox_rows(&pool).await, 0, "delivered rows are deleted");
+
+    // A second relay stands by: while the first runs, a row is published exactly once.
+    let (stop_second, _) = watch::channel(false);
+    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
+    let second = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), stopped(&stop_second)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let once = event(Uuid::new_v4(), "alfa");
+    aggregator::outbox::append(&mut conn, &once).await.unwrap();
+    // A second copy would follow within milliseconds; three quiet seconds are plenty.
+    let got = received_within(&consumer, 2, Duration::from_secs(3)).await;
+    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [once.event_id], "published once");
+
+    // When the active relay stops, the standby takes over.
+    stop.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    let handover = event(Uuid::new_v4(), "reso");
+    aggregator::outbox::append(&mut conn, &handover).await.unwrap();
+    let got = received(&consumer, 1).await;
+    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [handover.event_id], "the standby published it");
+    stop_second.send(true).unwrap();
+    second.await.unwrap().unwrap();
+}

@@ -1,0 +1,55 @@
+//! `bench-baseline`: the floor intake is compared with — a minimal axum handler that reads
+//! the quote request as JSON and stores it with one Postgres insert, answering 201 with an
+//! id. Same runtime, pool size and database server as core-app; none of its work.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use clap::Parser;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    database_url: String,
+    #[arg(long)]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let pool = PgPoolOptions::new().max_connections(32).connect(&args.database_url).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS baseline_quotes (id uuid PRIMARY KEY, request jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+        .execute(&pool)
+        .await?;
+    let app = Router::new()
+        .route("/api/v1/quotes", post(create))
+        .route("/readyz", axum::routing::get(|| async { "ready" }))
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn create(State(pool): State<PgPool>, body: Bytes) -> Response {
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let id = uuid::Uuid::new_v4();
+    match sqlx::query("INSERT INTO baseline_quotes (id, request) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&request)
+        .execute(&pool)
+        .await
+    {
+        Ok(_) => (StatusCode::CREATED, axum::Json(serde_json::json!({"id": id}))).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

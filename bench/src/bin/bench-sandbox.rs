@@ -1,0 +1,211 @@
+//! `bench-sandbox`: the insurer sandbox exactly as `sandbox` serves it (same library, same
+//! routers), plus a recorder that tells the benchmark when each calculation became ready.
+//!
+//! The sandbox decides every outcome up front (`Calculation.started + decision.ready_after`),
+//! so "the offer became ready" is a known instant, not a guess. The recorder notes, per
+//! calculation: the VIN of its application at create time (the only field the benchmark can
+//! map back to its quote for every API style), and at the first poll that found it ready the
+//! ready instant and the instant that poll was answered. `GET /_bench/records` hands the
+//! records over (and forgets them).
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Parser;
+use sandbox::config::Config;
+use sandbox::control::{self, Insurers};
+use sandbox::state::Insurer;
+use sandbox::styles;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Parser)]
+struct Args {
+    /// Personalities file (TOML), as for `sandbox`.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    listen: SocketAddr,
+}
+
+/// A calculation was created for the application with this VIN.
+#[derive(Serialize, Clone)]
+struct CreateRecord {
+    insurer: String,
+    calc: String,
+    vin: String,
+}
+
+/// The first poll that found the calculation ready.
+#[derive(Serialize, Clone)]
+struct ReadyRecord {
+    insurer: String,
+    calc: String,
+    /// When the outcome became visible to polls (µs since the epoch).
+    ready_us: i64,
+    /// When the poll that saw it was answered (µs since the epoch).
+    served_us: i64,
+}
+
+#[derive(Default, Serialize)]
+struct Records {
+    creates: Vec<CreateRecord>,
+    ready: Vec<ReadyRecord>,
+}
+
+struct Recorder {
+    insurers: Insurers,
+    anchor: Instant,
+    anchor_us: i64,
+    records: Mutex<Records>,
+    seen: Mutex<HashSet<(String, String)>>,
+}
+
+impl Recorder {
+    fn wall_us(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.anchor) {
+            Some(d) => self.anchor_us + d.as_micros() as i64,
+            None => self.anchor_us - self.anchor.duration_since(at).as_micros() as i64,
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.config)?;
+    let config = Config::from_toml(&text).map_err(anyhow::Error::msg)?;
+    let insurers: BTreeMap<String, Arc<Insurer>> =
+        config.insurers.into_iter().map(|p| (p.name.clone(), Arc::new(Insurer::new(p, config.seed)))).collect();
+    let insurers: Insurers = Arc::new(insurers);
+    let recorder = Arc::new(Recorder {
+        insurers: insurers.clone(),
+        anchor: Instant::now(),
+        anchor_us: now_us(),
+        records: Mutex::default(),
+        seen: Mutex::default(),
+    });
+    let router = insurers
+        .iter()
+        .fold(control::router(insurers.clone()), |router, (name, ins)| {
+            router.nest(&format!("/{name}"), styles::router(ins.clone()))
+        })
+        .layer(middleware::from_fn_with_state(recorder.clone(), record))
+        .merge(Router::new().route("/_bench/records", get(take)).with_state(recorder));
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+async fn take(State(recorder): State<Arc<Recorder>>) -> Json<Records> {
+    Json(std::mem::take(&mut *recorder.records.lock().expect("records")))
+}
+
+/// What a request is, for the recorder.
+enum Kind {
+    /// A create whose calculation id is known from the request (create-poll, operation).
+    CreateKnown(String),
+    /// A create whose calculation id is in the response (`contract_id`, offers-list).
+    CreateContract,
+    /// A poll of this calculation.
+    Poll(String),
+    Other,
+}
+
+fn classify(req: &Request) -> (String, Kind) {
+    let path = req.uri().path();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let insurer = parts.next().unwrap_or_default().to_string();
+    let rest = format!("/{}", parts.next().unwrap_or_default());
+    let query = req.uri().query().unwrap_or_default();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
+    };
+    let kind = match (req.method(), rest.as_str()) {
+        (&Method::POST, "/v1/calculate") => Kind::CreateKnown(String::new()),
+        (&Method::POST, "/api/quotes") => match req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()) {
+            Some(key) => Kind::CreateKnown(format!("op-{:016x}", sandbox::kbm::fnv1a(key.as_bytes()))),
+            None => Kind::Other,
+        },
+        (&Method::POST, "/contracts") => Kind::CreateContract,
+        (&Method::GET, "/v1/calculate") => param("request_id").map_or(Kind::Other, Kind::Poll),
+        (&Method::GET, "/api/operations") => param("id").map_or(Kind::Other, Kind::Poll),
+        (&Method::GET, r) if r.starts_with("/contracts/") && r.ends_with("/offers") => {
+            Kind::Poll(r.trim_start_matches("/contracts/").trim_end_matches("/offers").to_string())
+        }
+        _ => Kind::Other,
+    };
+    (insurer, kind)
+}
+
+fn vin_of(body: &serde_json::Value) -> Option<String> {
+    let app = body.get("application").unwrap_or(body);
+    app.pointer("/vehicle/vin").and_then(|v| v.as_str()).map(str::to_string)
+}
+
+async fn record(State(rec): State<Arc<Recorder>>, req: Request, next: Next) -> Response {
+    let (insurer, kind) = classify(&req);
+    match kind {
+        Kind::Other => next.run(req).await,
+        Kind::CreateKnown(id) => {
+            let (parts, body) = req.into_parts();
+            let bytes = to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let calc = if id.is_empty() {
+                json.get("request_id").and_then(|v| v.as_str()).unwrap_or_default().to_string()
+            } else {
+                id
+            };
+            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            if let Some(vin) = vin_of(&json)
+                && response.status().is_success()
+            {
+                rec.records.lock().expect("records").creates.push(CreateRecord { insurer, calc, vin });
+            }
+            response
+        }
+        Kind::CreateContract => {
+            let (parts, body) = req.into_parts();
+            let bytes = to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            if !response.status().is_success() {
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let out = to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let answer: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+            if let (Some(vin), Some(calc)) = (vin_of(&json), answer.get("contract_id").and_then(|v| v.as_str())) {
+                let calc = calc.to_string();
+                rec.records.lock().expect("records").creates.push(CreateRecord { insurer, calc, vin });
+            }
+            Response::from_parts(parts, Body::from(out))
+        }
+        Kind::Poll(calc) => {
+            let response = next.run(req).await;
+            let now = Instant::now();
+            let served_us = rec.wall_us(now);
+            let Some(ins) = rec.insurers.get(&insurer) else { return response };
+            let Some(calculation) = ins.get(&calc) else { return response };
+            let Some(started) = calculation.started else { return response };
+            let ready_at = started + calculation.decision.ready_after;
+            if ready_at <= now && rec.seen.lock().expect("seen").insert((insurer.clone(), calc.clone())) {
+                let ready_us = rec.wall_us(ready_at);
+                rec.records.lock().expect("records").ready.push(ReadyRecord { insurer, calc, ready_us, served_us });
+            }
+            response
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The machine's own limits, measured in the same run: Postgres commit rate and latency
+//! (pgbench), a commit + NOTIFY → LISTEN round trip (what core-app's fan-out rides on), a
+//! query round trip, and Kafka produce → ack / produce → consume (the `kafka-probe` binary).
+
+use crate::stack::Env;
+use crate::stats::Summary;
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::Connection;
+use sqlx::postgres::PgListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Limits {
+    /// pgbench built-in simple-update (`-N`), 8 clients: transactions per second.
+    pub pgbench_simple_update_tps: f64,
+    /// One INSERT per transaction, 8 clients: commits per second.
+    pub pg_commit_tps: f64,
+    /// One INSERT per transaction, 1 client: latency of a commit (ms).
+    pub pg_commit_latency_ms: f64,
+    /// `SELECT 1` round trip from Rust (sqlx), ms.
+    pub pg_roundtrip_ms: Summary,
+    /// BEGIN; INSERT; pg_notify; COMMIT from Rust, ms.
+    pub pg_tx_notify_commit_ms: Summary,
+    /// From sending COMMIT to a LISTENing connection receiving the notification, ms.
+    pub pg_notify_delivery_ms: Summary,
+    pub kafka: serde_json::Value,
+    pub kafka_produce_ack_ms: Summary,
+    pub kafka_produce_consume_ms: Summary,
+    pub pgbench_version: String,
+}
+
+fn pgbench() -> String {
+    for v in ["17", "16", "15", "14", "13"] {
+        let p = format!("/usr/lib/postgresql/{v}/bin/pgbench");
+        if Path::new(&p).exists() {
+            return p;
+        }
+    }
+    "pgbench".into()
+}
+
+fn run_pgbench(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(pgbench()).args(args).output().context("running pgbench")?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        anyhow::bail!("pgbench {args:?} failed: {text}");
+    }
+    Ok(text)
+}
+
+fn field(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|v| v.trim().split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub async fn measure(env: &Env, seconds: u32, dir: &Path) -> anyhow::Result<Limits> {
+    let mut limits = Limits::default();
+    let db = format!("bench_limits_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut admin = sqlx::PgConnection::connect(&env.pg("osago")).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut admin).await?;
+    let url = env.pg(&db);
+    let result = async {
+        limits.pgbench_version = run_pgbench(&["--version"])?.trim().to_string();
+        run_pgbench(&["-i", "-q", "-s", "1", &url])?;
+        let t = seconds.to_string();
+        let text = run_pgbench(&["-N", "-c", "8", "-j", "2", "-T", &t, &url])?;
+        std::fs::write(dir.join("pgbench-simple-update.txt"), &text)?;
+        limits.pgbench_simple_update_tps = field(&text, "tps =");
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query("CREATE TABLE bench_commit (id bigserial PRIMARY KEY, v int, at timestamptz DEFAULT now())")
+            .execute(&mut conn)
+            .await?;
+        let script = dir.join("commit.sql");
+        std::fs::write(&script, "INSERT INTO bench_commit (v) VALUES (1);\n")?;
+        let script = script.to_string_lossy().to_string();
+        let text = run_pgbench(&["-n", "-f", &script, "-c", "8", "-j", "2", "-T", &t, &url])?;
+        std::fs::write(dir.join("pgbench-commit-8.txt"), &text)?;
+        limits.pg_commit_tps = field(&text, "tps =");
+        let text = run_pgbench(&["-n", "-f", &script, "-c", "1", "-T", &t, &url])?;
+        std::fs::write(dir.join("pgbench-commit-1.txt"), &text)?;
+        limits.pg_commit_latency_ms = field(&text, "latency average =");
+
+        // Round trips from Rust, as the services make them.
+        let mut rt = Vec::new();
+        for _ in 0..500 {
+            let t0 = Instant::now();
+            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            rt.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        limits.pg_roundtrip_ms = Summary::of(&rt);
+        let mut listener = PgListener::connect(&url).await?;
+        listener.listen("bench_probe").await?;
+        let (mut commit, mut delivery) = (Vec::new(), Vec::new());
+        for _ in 0..300 {
+            let t0 = Instant::now();
+            let mut tx = conn.begin().await?;
+            sqlx::query("INSERT INTO bench_commit (v) VALUES (2)").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_notify('bench_probe', 'x')").execute(&mut *tx).await?;
+            let t_commit = Instant::now();
+            tx.commit().await?;
+            commit.push(t0.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
+            delivery.push(t_commit.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        limits.pg_tx_notify_commit_ms = Summary::of(&commit);
+        limits.pg_notify_delivery_ms = Summary::of(&delivery);
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await;
+    result?;
+
+    let out = tokio::process::Command::new(env.bin.join("kafka-probe"))
+        .env("OSAGO_KAFKA_BROKERS", &env.brokers)
+        .args(["--rate", "200", "--seconds", &seconds.to_string()])
+        .output()
+        .await
+        .context("running kafka-probe")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let kafka: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("kafka-probe said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    limits.kafka_produce_ack_ms = serde_json::from_value(kafka["produce_ack_ms"].clone()).unwrap_or_default();
+    limits.kafka_produce_consume_ms = serde_json::from_value(kafka["produce_consume_ms"].clone()).unwrap_or_default();
+    limits.kafka = kafka;
+    Ok(limits)
+}

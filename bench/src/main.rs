@@ -1,0 +1,565 @@
+//! `bench run [--quick]`: the whole benchmark — limits, pipeline latency at fixed loads, the
+//! throughput ramp, intake against its baseline, SSE fan-out — then `docs/benchmarks.md`.
+
+use bench::limits::{self, Limits};
+use bench::load::{self, Capacity, OpenLoop, QuoteRun};
+use bench::pipeline::{self, Detections, Tap};
+use bench::procstat::{self, Snapshot};
+use bench::report::{self, FanOut, Intake, Machine, PhaseResult, Plan, Results};
+use bench::stack::{Env, Stack};
+use bench::stats::Summary;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(about = "Benchmark harness of the OSAGO platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the benchmark and writes the report.
+    Run {
+        /// The quick mode (regression check, under five minutes).
+        #[arg(long)]
+        quick: bool,
+        /// The report to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+        /// Where raw data goes (a folder per invocation).
+        #[arg(long, default_value = "bench/results")]
+        results: PathBuf,
+        /// Release binaries (default: $CARGO_TARGET_DIR/release).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+        /// Only these parts (comma-separated: limits,pipeline,ramp,intake,fanout).
+        #[arg(long, default_value = "limits,pipeline,ramp,intake,fanout")]
+        parts: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Command::Run { quick, doc, results, bin, parts } = Cli::parse().command;
+    let repo = std::env::current_dir()?;
+    let bin = bin.unwrap_or_else(|| {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/osago/target"));
+        target.join("release")
+    });
+    let pg_url =
+        std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
+    let pg_base = pg_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(pg_url.clone());
+    let brokers = std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into());
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let started = chrono::Utc::now();
+    let out = results.join(format!("{}-{}", started.format("%Y%m%d-%H%M%S"), plan.mode));
+    std::fs::create_dir_all(&out)?;
+    let env = Env { repo: repo.clone(), bin, pg_base, brokers, out: out.clone() };
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    let clock = std::time::Instant::now();
+    println!("==> bench ({} mode): raw data in {}", plan.mode, out.display());
+
+    let mut results = Results { plan: plan.clone(), machine: Machine::describe(&repo), ..Results::default() };
+    if parts.contains(&"limits") {
+        println!("==> limits: pgbench, commit + NOTIFY, Kafka produce → consume");
+        results.limits = limits::measure(&env, plan.limits_seconds, &out).await?;
+        save(&out, "limits.json", &results.limits)?;
+    }
+    let vins = AtomicU64::new(rand_seed());
+
+    if parts.contains(&"pipeline") || parts.contains(&"ramp") {
+        let levels: Vec<(String, f64)> = if parts.contains(&"pipeline") {
+            plan.offer_levels.iter().map(|o| (format!("{o} offers/s"), o / 6.0)).collect()
+        } else {
+            vec![]
+        };
+        if plan.fresh_stack_per_level {
+            for (label, qps) in &levels {
+                let mut stack = start_stack(&env, "level").await?;
+                let mut session = Session::new(&mut stack).await?;
+                session.warm_up(&vins).await?;
+                for rep in 0..plan.reps {
+                    session.phase(label, "level", rep, *qps, plan.window, &vins).await?;
+                }
+                results.pipeline.extend(session.finish(&env).await?);
+                stack.stop().await;
+            }
+        }
+        let mut stack = start_stack(&env, "pipe").await?;
+        let mut session = Session::new(&mut stack).await?;
+        session.warm_up(&vins).await?;
+        if !plan.fresh_stack_per_level {
+            for (label, qps) in &levels {
+                for rep in 0..plan.reps {
+                    session.phase(label, "level", rep, *qps, plan.window, &vins).await?;
+                }
+            }
+        }
+        let mut best: Option<f64> = None;
+        if parts.contains(&"ramp") {
+            let mut qps = plan.ramp_start;
+            for _ in 0..plan.ramp_steps {
+                let label = format!("ramp {qps:.0} quotes/s");
+                let pass = session.phase(&label, "ramp", 0, qps, plan.ramp_window, &vins).await?;
+                if !pass {
+                    break;
+                }
+                best = Some(qps);
+                qps = (qps * plan.ramp_factor).round();
+                session.settle().await;
+            }
+        }
+        results.pipeline.extend(session.finish(&env).await?);
+        stack.stop().await;
+        results.max_sustainable_qps = best;
+        if let (Some(best), true) = (best, plan.reps_at_max > 0) {
+            let mut stack = start_stack(&env, "max").await?;
+            let mut session = Session::new(&mut stack).await?;
+            session.warm_up(&vins).await?;
+            for rep in 0..plan.reps_at_max {
+                session.phase(&format!("max {best:.0} quotes/s"), "max", rep, best, plan.window, &vins).await?;
+            }
+            results.pipeline.extend(session.finish(&env).await?);
+            stack.stop().await;
+        }
+        save(&out, "pipeline.json", &results.pipeline)?;
+    }
+
+    if parts.contains(&"intake") || parts.contains(&"fanout") {
+        let mut stack = start_stack(&env, "edge").await?;
+        let outcome = async {
+            if parts.contains(&"intake") {
+                results.intake = Some(intake(&stack, &plan, &vins).await?);
+                save(&out, "intake.json", &results.intake)?;
+            }
+            if parts.contains(&"fanout") {
+                results.fanout = Some(fanout(&mut stack, &plan, &env).await?);
+                save(&out, "fanout.json", &results.fanout)?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        stack.stop().await;
+        outcome?;
+    }
+    results.machine.finish();
+    results.wall_seconds = clock.elapsed().as_secs_f64();
+    save(&out, "results.json", &results)?;
+    report::write(&results, &repo, &doc, &out)?;
+    println!("==> wrote {} ({:.0} s)", doc.display(), results.wall_seconds);
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    (bench::now_us() as u64 % 1000) * 10_000
+}
+
+fn save(dir: &std::path::Path, name: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(dir.join(name), serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+async fn start_stack(env: &Env, label: &str) -> anyhow::Result<Stack> {
+    let spinner = ProgressBar::new_spinner().with_message(format!("starting a fresh stack ({label})"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let stack = Stack::start(env, label).await;
+    spinner.finish_and_clear();
+    let stack = stack?;
+    println!(
+        "==> stack {} up: core-app {}, aggregator {}, sandbox {}",
+        stack.id, stack.core_url, stack.agg_url, stack.sandbox_url
+    );
+    Ok(stack)
+}
+
+fn bar(len: u64, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} quotes {elapsed_precise} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+/// One stack's pipeline phases: load, CPU, and (at the end) the join of every source.
+struct Session<'a> {
+    stack: &'a mut Stack,
+    client: reqwest::Client,
+    detections: Detections,
+    tap: Tap,
+    tap_task: tokio::task::JoinHandle<()>,
+    phases: Vec<RawPhase>,
+}
+
+struct RawPhase {
+    label: String,
+    kind: String,
+    rep: usize,
+    qps: f64,
+    window: Duration,
+    outcome: OpenLoop,
+    cpu: (BTreeMap<String, f64>, f64, f64),
+    pass: bool,
+}
+
+impl<'a> Session<'a> {
+    async fn new(stack: &'a mut Stack) -> anyhow::Result<Session<'a>> {
+        let url = format!("{}/{}", stack_pg_base(stack), stack.core_db);
+        let (tap, tap_task) = Tap::start(&url).await?;
+        Ok(Session { stack, client: load::client(), detections: Detections::default(), tap, tap_task, phases: vec![] })
+    }
+
+    async fn warm_up(&mut self, vins: &AtomicU64) -> anyhow::Result<()> {
+        let pb = bar(0, "warm-up 3 quotes/s");
+        let _ =
+            load::open_loop(&self.client, &self.stack.core_url, 3.0, Duration::from_secs(4), 10_000, vins, &pb).await;
+        pb.finish_and_clear();
+        self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
+        Ok(())
+    }
+
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    /// One open-loop phase; true when it held: no error, push p99 ≤ 1 s, generator on time.
+    async fn phase(
+        &mut self,
+        label: &str,
+        kind: &str,
+        rep: usize,
+        qps: f64,
+        window: Duration,
+        vins: &AtomicU64,
+    ) -> anyhow::Result<bool> {
+        self.stack.check_alive()?;
+        let pb = bar(0, &format!("{label} #{}", rep + 1));
+        let before: Snapshot = self.stack.snapshot();
+        let outcome = load::open_loop(&self.client, &self.stack.core_url, qps, window, 20_000, vins, &pb).await;
+        let after = self.stack.snapshot();
+        self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
+        let push = Summary::of(&pipeline::push_ms(&outcome.runs, &self.detections));
+        let errors = report::errors(&outcome);
+        let late_share = outcome.late as f64 / (outcome.runs.len() + outcome.shed).max(1) as f64;
+        let pass = errors.0 == 0 && push.p99 <= 1000.0 && late_share < 0.01;
+        pb.finish_with_message(format!(
+            "push p50 {:.1} ms p99 {:.1} ms, errors {}, late {}{}",
+            push.p50,
+            push.p99,
+            errors.0,
+            outcome.late,
+            if pass { "" } else { "  ✗" }
+        ));
+        self.phases.push(RawPhase {
+            label: label.to_string(),
+            kind: kind.to_string(),
+            rep,
+            qps,
+            window,
+            outcome,
+            cpu: procstat::delta(&before, &after),
+            pass,
+        });
+        Ok(pass)
+    }
+
+    /// Joins every source and summarises each phase.
+    async fn finish(mut self, env: &Env) -> anyhow::Result<Vec<PhaseResult>> {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
+        let (brokers, topic) = (env.brokers.clone(), self.stack.topic.clone());
+        let kafka = tokio::task::spawn_blocking(move || pipeline::scan_topic(&brokers, &topic)).await??;
+        let core = pipeline::core_events(&env.pg(&self.stack.core_db)).await?;
+        let notifies = self.tap.by_quote();
+        self.tap_task.abort();
+        let mut out = Vec::new();
+        for (i, p) in self.phases.iter().enumerate() {
+            let traces = pipeline::join(&p.outcome.runs, &self.detections, &kafka, &core, &notifies);
+            let name = format!("{}-{}-{}-{}", self.stack.id, i, p.kind, p.rep);
+            write_traces(&env.out.join(format!("traces-{name}.csv")), &traces)?;
+            out.push(report::phase_result(
+                &p.label,
+                &p.kind,
+                p.rep,
+                &self.stack.id,
+                p.qps,
+                p.window,
+                &p.outcome,
+                &traces,
+                &p.cpu,
+                p.pass,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn stack_pg_base(stack: &Stack) -> String {
+    let _ = stack;
+    let url = std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
+    url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url)
+}
+
+fn write_traces(path: &std::path::Path, traces: &[pipeline::Trace]) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let mut s = String::from("quote,insurer,ready_us,served_us,occurred_us,kafka_us,picked_us,commit_us,sse_us\n");
+    let f = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for t in traces {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{}",
+            t.quote,
+            t.insurer,
+            f(t.ready),
+            f(t.served),
+            f(t.occurred),
+            f(t.kafka),
+            f(t.picked),
+            f(t.commit),
+            f(t.sse)
+        );
+    }
+    std::fs::write(path, s)?;
+    Ok(())
+}
+
+/// Intake against the baseline, alternating, with the pollers stopped (they would compete
+/// for the CPU with work the intake figure is not about).
+async fn intake(stack: &Stack, plan: &Plan, vins: &AtomicU64) -> anyhow::Result<Intake> {
+    stack.signal_pollers("STOP");
+    let client = load::client();
+    let mut result = Intake { concurrency: plan.intake_concurrency, ..Intake::default() };
+    // Warm both.
+    let _ =
+        load::closed_loop(&client, &format!("{}/api/v1/quotes", stack.baseline_url), 4, Duration::from_secs(1), vins)
+            .await;
+    let _ =
+        load::closed_loop(&client, &format!("{}/api/v1/quotes", stack.core_url), 4, Duration::from_secs(1), vins).await;
+    for rep in 0..plan.intake_reps {
+        for (which, url) in [("baseline", &stack.baseline_url), ("intake", &stack.core_url)] {
+            let spinner = ProgressBar::new_spinner().with_message(format!(
+                "{which} #{}: {} workers back to back",
+                rep + 1,
+                plan.intake_concurrency
+            ));
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            let before = stack.snapshot();
+            let cap: Capacity = load::closed_loop(
+                &client,
+                &format!("{url}/api/v1/quotes"),
+                plan.intake_concurrency,
+                plan.intake_window,
+                vins,
+            )
+            .await;
+            let after = stack.snapshot();
+            spinner.finish_and_clear();
+            println!(
+                "    {which:>8} #{}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, errors {}",
+                rep + 1,
+                cap.throughput,
+                cap.latency_ms.p50,
+                cap.latency_ms.p99,
+                cap.errors
+            );
+            let cpu = procstat::delta(&before, &after);
+            if which == "baseline" {
+                result.baseline.push(cap);
+                result.baseline_cpu.push(cpu.0);
+            } else {
+                result.intake.push(cap);
+                result.intake_cpu.push(cpu.0);
+            }
+        }
+    }
+    // Open-loop latency at a fixed rate below both capacities.
+    Ok(result)
+}
+
+/// 10 000 idle streams on one core-app: memory per stream, then events fanned out to them.
+async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<FanOut> {
+    stack.signal_pollers("STOP");
+    let core_url = env.pg(&stack.core_db);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&core_url).await?;
+    let n = plan.fanout_streams;
+    let quotes: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO quotes (id, request_hash, deadline, expires_at)
+         SELECT gen_random_uuid(), '\\x00'::bytea, now() + interval '1 hour', now() + interval '1 hour'
+         FROM generate_series(1, $1) RETURNING id",
+    )
+    .bind(n as i64)
+    .fetch_all(&pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO quote_insurers (quote_id, insurer, display_name)
+         SELECT q, i, i FROM unnest($1::uuid[]) q, unnest(ARRAY['alfa','sogaz','ingos','vsk','reso','rgs']) i",
+    )
+    .bind(&quotes)
+    .execute(&pool)
+    .await?;
+    let core_pid = stack.pid("core-app").unwrap_or(0);
+    let (tap, tap_task) = Tap::start(&core_url).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = procstat::rss_kib(core_pid).unwrap_or(0);
+    let self_before = procstat::rss_kib(std::process::id()).unwrap_or(0);
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let received: Arc<std::sync::Mutex<Vec<(Uuid, load::Received)>>> = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let pb = bar(n as u64, "opening SSE streams");
+    pb.set_style(ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} streams {elapsed_precise}")?);
+    let mut tasks = Vec::with_capacity(n);
+    for q in &quotes {
+        let (client, base, opened, failed, received, gate, q) = (
+            client.clone(),
+            stack.core_url.clone(),
+            opened.clone(),
+            failed.clone(),
+            received.clone(),
+            gate.clone(),
+            *q,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut permit = gate.acquire_owned().await.ok();
+            let mine = AtomicUsize::new(0);
+            let sink = |e| received.lock().expect("received").push((q, e));
+            let result = load::follow(&client, &base, q, sink, Some(&mine));
+            tokio::pin!(result);
+            // Hold an opening slot until this stream's first bytes arrive.
+            loop {
+                tokio::select! {
+                    r = &mut result => {
+                        if r.is_err() || permit.is_some() { failed.fetch_add(1, Ordering::Relaxed); }
+                        return;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(5)), if permit.is_some() => {
+                        if mine.load(Ordering::Relaxed) > 0 {
+                            permit = None;
+                            opened.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let open_started = std::time::Instant::now();
+    while opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+        && open_started.elapsed() < Duration::from_secs(120)
+    {
+        pb.set_position(opened.load(Ordering::Relaxed) as u64);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pb.finish_with_message("open");
+    let open_seconds = open_started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_open = procstat::rss_kib(core_pid).unwrap_or(0);
+    let self_open = procstat::rss_kib(std::process::id()).unwrap_or(0);
+    let streams_open = opened.load(Ordering::Relaxed);
+    println!(
+        "    {streams_open} streams open in {open_seconds:.1} s; core-app RSS {rss_before} → {rss_open} KiB ({:.2} KiB/stream)",
+        (rss_open as f64 - rss_before as f64) / streams_open.max(1) as f64
+    );
+
+    // Events, one per quote, produced straight into the topic at a fixed rate.
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", &env.brokers).set("acks", "all").set("linger.ms", "0").create()?;
+    let events = plan.fanout_events.min(quotes.len());
+    let pb = bar(events as u64, "events to open streams");
+    pb.set_style(ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} events {elapsed_precise}")?);
+    let before = stack.snapshot();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.fanout_rate));
+    let mut sends = Vec::with_capacity(events);
+    for q in quotes.iter().take(events) {
+        ticks.tick().await;
+        let payload = serde_json::json!({
+            "event_id": Uuid::now_v7(), "type": "status", "quote_id": q, "insurer": "alfa", "version": 1,
+            "occurred_at": chrono::Utc::now().to_rfc3339(), "status": "declined", "reason": "bench fan-out probe"
+        })
+        .to_string();
+        let (producer, topic, key) = (producer.clone(), stack.topic.clone(), q.to_string());
+        sends.push(tokio::spawn(async move {
+            let _ = producer.send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(5)).await;
+        }));
+        pb.inc(1);
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pb.finish();
+    let after = stack.snapshot();
+    let still_open = n - failed.load(Ordering::Relaxed);
+    for t in &tasks {
+        t.abort();
+    }
+    let (brokers, topic) = (env.brokers.clone(), stack.topic.clone());
+    let kafka = tokio::task::spawn_blocking(move || pipeline::scan_topic(&brokers, &topic)).await??;
+    let core = pipeline::core_events(&core_url).await?;
+    let notifies = tap.by_quote();
+    tap_task.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_closed = procstat::rss_kib(core_pid).unwrap_or(0);
+    // Join: one run per quote with what its stream received.
+    let mut by_quote: BTreeMap<Uuid, Vec<load::Received>> = BTreeMap::new();
+    for (q, e) in received.lock().expect("received").drain(..) {
+        by_quote.entry(q).or_default().push(e);
+    }
+    let runs: Vec<QuoteRun> = by_quote
+        .into_iter()
+        .map(|(q, events)| QuoteRun {
+            vin: String::new(),
+            quote: Some(q),
+            scheduled_us: 0,
+            submit_us: 0,
+            created_us: 0,
+            http_status: 200,
+            events,
+            complete: false,
+            error: None,
+        })
+        .collect();
+    let traces = pipeline::join(&runs, &Detections::default(), &kafka, &core, &notifies);
+    write_traces(&env.out.join("traces-fanout.csv"), &traces)?;
+    let delivered = traces.len();
+    let commit_sse: Vec<f64> = traces.iter().filter_map(|t| t.hop_ms("commit", "sse")).collect();
+    let kafka_sse: Vec<f64> = traces.iter().filter_map(|t| t.hop_ms("kafka", "sse")).collect();
+    pool.close().await;
+    Ok(FanOut {
+        streams: n,
+        streams_open,
+        streams_failed: n - still_open,
+        open_seconds,
+        rss_before_kib: rss_before,
+        rss_open_kib: rss_open,
+        rss_closed_kib: rss_closed,
+        client_rss_delta_kib: self_open as i64 - self_before as i64,
+        events_sent: events,
+        events_delivered: delivered,
+        event_rate: plan.fanout_rate,
+        commit_to_sse_ms: Summary::of(&commit_sse),
+        kafka_to_sse_ms: Summary::of(&kafka_sse),
+        commit_to_sse_raw: commit_sse,
+        kafka_to_sse_raw: kafka_sse,
+        cpu: procstat::delta(&before, &after).0,
+    })
+}

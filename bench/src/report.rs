@@ -1,0 +1,990 @@
+//! The results of one invocation and `docs/benchmarks.md` written from them.
+
+use crate::limits::Limits;
+use crate::load::{Capacity, OpenLoop};
+use crate::pipeline::{self, Trace};
+use crate::stats::{Spread, Summary};
+use crate::svg;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// What one invocation runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub mode: String,
+    pub limits_seconds: u32,
+    pub offer_levels: Vec<f64>,
+    pub reps: usize,
+    pub window: Duration,
+    pub fresh_stack_per_level: bool,
+    pub ramp_start: f64,
+    pub ramp_factor: f64,
+    pub ramp_steps: usize,
+    pub ramp_window: Duration,
+    pub reps_at_max: usize,
+    pub intake_concurrency: usize,
+    pub intake_reps: usize,
+    pub intake_window: Duration,
+    pub fanout_streams: usize,
+    pub fanout_events: usize,
+    pub fanout_rate: f64,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan::quick()
+    }
+}
+
+impl Plan {
+    pub fn quick() -> Plan {
+        Plan {
+            mode: "quick".into(),
+            limits_seconds: 4,
+            offer_levels: vec![10.0, 100.0],
+            reps: 2,
+            window: Duration::from_secs(8),
+            fresh_stack_per_level: false,
+            ramp_start: 25.0,
+            ramp_factor: 1.5,
+            ramp_steps: 5,
+            ramp_window: Duration::from_secs(8),
+            reps_at_max: 0,
+            intake_concurrency: 16,
+            intake_reps: 2,
+            intake_window: Duration::from_secs(5),
+            fanout_streams: 10_000,
+            fanout_events: 1000,
+            fanout_rate: 200.0,
+        }
+    }
+
+    pub fn full() -> Plan {
+        Plan {
+            mode: "full".into(),
+            limits_seconds: 10,
+            offer_levels: vec![10.0, 100.0],
+            reps: 3,
+            window: Duration::from_secs(30),
+            fresh_stack_per_level: true,
+            ramp_start: 20.0,
+            ramp_factor: 1.25,
+            ramp_steps: 12,
+            ramp_window: Duration::from_secs(20),
+            reps_at_max: 3,
+            intake_concurrency: 16,
+            intake_reps: 3,
+            intake_window: Duration::from_secs(15),
+            fanout_streams: 10_000,
+            fanout_events: 3000,
+            fanout_rate: 200.0,
+        }
+    }
+}
+
+/// The machine and the moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub date: String,
+    pub commit: String,
+    pub dirty_files: usize,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub os: String,
+    pub rustc: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn describe(repo: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        let os = std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_default();
+        let repo = repo.to_string_lossy().to_string();
+        Machine {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            commit: sh("git", &["-C", &repo, "rev-parse", "--short=12", "HEAD"]),
+            dirty_files: sh("git", &["-C", &repo, "status", "--porcelain"]).lines().count(),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_default(),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            memory_gib: mem_kib / 1024.0 / 1024.0,
+            kernel: sh("uname", &["-sr"]),
+            os,
+            rustc: sh("rustc", &["-V"]),
+            loadavg_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
+            loadavg_end: String::new(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    }
+}
+
+/// One open-loop phase, summarised.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseResult {
+    pub label: String,
+    pub kind: String,
+    pub rep: usize,
+    pub stack: String,
+    pub quotes_per_s: f64,
+    pub offers_per_s: f64,
+    pub window_s: f64,
+    pub sent: usize,
+    pub complete: usize,
+    pub errors: usize,
+    pub error_kinds: BTreeMap<String, usize>,
+    pub shed: usize,
+    pub late: usize,
+    pub results: usize,
+    pub hops: BTreeMap<String, Summary>,
+    pub cpu_ms_per_quote: BTreeMap<String, f64>,
+    pub cpu_cores: BTreeMap<String, f64>,
+    pub machine_busy_cores: f64,
+    pub other_load_cores: f64,
+    pub pass: bool,
+    #[serde(skip)]
+    pub raw: BTreeMap<String, Vec<f64>>,
+}
+
+/// Errors of a phase: count and kinds.
+pub fn errors(outcome: &OpenLoop) -> (usize, BTreeMap<String, usize>) {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    if outcome.shed > 0 {
+        kinds.insert("shed (all slots busy)".into(), outcome.shed);
+    }
+    for run in &outcome.runs {
+        let results: Vec<_> = run.events.iter().filter(|e| e.name != "complete").collect();
+        let kind = if let Some(e) = &run.error {
+            Some(
+                e.split(':').next().unwrap_or(e).to_string()
+                    + if e.starts_with("submit: HTTP") { &e[12..] } else { "" },
+            )
+        } else if results.len() < crate::stack::INSURERS.len() {
+            Some("fewer than 6 insurer results".into())
+        } else {
+            results
+                .iter()
+                .find(|e| e.status.as_deref() != Some("offer"))
+                .map(|e| format!("insurer result {}", e.status.clone().unwrap_or_default()))
+        };
+        if let Some(kind) = kind {
+            *kinds.entry(kind).or_default() += 1;
+        }
+    }
+    (kinds.values().sum(), kinds)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn phase_result(
+    label: &str,
+    kind: &str,
+    rep: usize,
+    stack: &str,
+    qps: f64,
+    window: Duration,
+    outcome: &OpenLoop,
+    traces: &[Trace],
+    cpu: &(BTreeMap<String, f64>, f64, f64),
+    pass: bool,
+) -> PhaseResult {
+    let (errors, error_kinds) = errors(outcome);
+    let complete = outcome.runs.iter().filter(|r| r.complete).count();
+    let hops = pipeline::hops(traces);
+    let (groups, busy_share, wall) = cpu;
+    let ours: f64 = groups.values().sum();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    PhaseResult {
+        label: label.into(),
+        kind: kind.into(),
+        rep,
+        stack: stack.into(),
+        quotes_per_s: qps,
+        offers_per_s: qps * 6.0,
+        window_s: window.as_secs_f64(),
+        sent: outcome.runs.len() + outcome.shed,
+        complete,
+        errors,
+        error_kinds,
+        shed: outcome.shed,
+        late: outcome.late,
+        results: traces.len(),
+        hops: hops.iter().map(|(k, (s, _))| (k.clone(), *s)).collect(),
+        cpu_ms_per_quote: groups.iter().map(|(k, v)| (k.clone(), v * 1000.0 / complete.max(1) as f64)).collect(),
+        cpu_cores: groups.iter().map(|(k, v)| (k.clone(), v / wall.max(1e-9))).collect(),
+        machine_busy_cores: busy_share * cores,
+        other_load_cores: (busy_share * cores - ours / wall.max(1e-9)).max(0.0),
+        pass,
+        raw: hops.into_iter().map(|(k, (_, v))| (k, v)).collect(),
+    }
+}
+
+/// Intake against the baseline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Intake {
+    pub concurrency: usize,
+    pub baseline: Vec<Capacity>,
+    pub intake: Vec<Capacity>,
+    pub baseline_cpu: Vec<BTreeMap<String, f64>>,
+    pub intake_cpu: Vec<BTreeMap<String, f64>>,
+}
+
+/// SSE fan-out on one core-app.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FanOut {
+    pub streams: usize,
+    pub streams_open: usize,
+    pub streams_failed: usize,
+    pub open_seconds: f64,
+    pub rss_before_kib: u64,
+    pub rss_open_kib: u64,
+    pub rss_closed_kib: u64,
+    pub client_rss_delta_kib: i64,
+    pub events_sent: usize,
+    pub events_delivered: usize,
+    pub event_rate: f64,
+    pub commit_to_sse_ms: Summary,
+    pub kafka_to_sse_ms: Summary,
+    #[serde(skip)]
+    pub commit_to_sse_raw: Vec<f64>,
+    #[serde(skip)]
+    pub kafka_to_sse_raw: Vec<f64>,
+    pub cpu: BTreeMap<String, f64>,
+}
+
+impl FanOut {
+    pub fn kib_per_stream(&self) -> f64 {
+        (self.rss_open_kib as f64 - self.rss_before_kib as f64) / self.streams_open.max(1) as f64
+    }
+}
+
+/// Everything one invocation measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Results {
+    pub plan: Plan,
+    pub machine: Machine,
+    pub limits: Limits,
+    pub pipeline: Vec<PhaseResult>,
+    pub max_sustainable_qps: Option<f64>,
+    pub intake: Option<Intake>,
+    pub fanout: Option<FanOut>,
+    pub wall_seconds: f64,
+}
+
+const E2E: &str = "end to end: ready → SSE";
+const PUSH: &str = "push: poll answered → SSE";
+
+/// Phases of one load level, grouped by label in order of appearance.
+fn levels(results: &Results) -> Vec<(String, Vec<&PhaseResult>)> {
+    let mut out: Vec<(String, Vec<&PhaseResult>)> = Vec::new();
+    for p in &results.pipeline {
+        match out.iter_mut().find(|(l, _)| *l == p.label) {
+            Some((_, v)) => v.push(p),
+            None => out.push((p.label.clone(), vec![p])),
+        }
+    }
+    out
+}
+
+fn spread(phases: &[&PhaseResult], f: impl Fn(&PhaseResult) -> f64) -> Spread {
+    Spread::of(&phases.iter().map(|p| f(p)).collect::<Vec<_>>())
+}
+
+fn hop(p: &PhaseResult, name: &str) -> Summary {
+    p.hops.get(name).copied().unwrap_or_default()
+}
+
+fn status(ok: bool) -> &'static str {
+    if ok { "✅ met" } else { "❌ missed" }
+}
+
+/// Writes the report and its plots.
+pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::Result<()> {
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots)?;
+    let doc_dir = repo.join(doc).parent().map(Path::to_path_buf).unwrap_or_default();
+    let rel = |p: &Path| relative(&doc_dir, &repo.join(p));
+    let mut md = String::new();
+    let m = &results.machine;
+    let l = &results.limits;
+    let by_level = levels(results);
+    let w = |md: &mut String, s: String| {
+        md.push_str(&s);
+        md.push('\n');
+    };
+
+    w(&mut md, "# Benchmarks".into());
+    w(&mut md, String::new());
+    w(
+        &mut md,
+        format!(
+            "> Generated by `make bench{}` ({} mode) on {} at commit `{}`{} in {:.0} s. Raw data: [`{}`]({}). \
+         Every figure is measured here, in this run; a figure of several runs is the median with (min–max).",
+            if results.plan.mode == "quick" { "-quick" } else { "" },
+            results.plan.mode,
+            m.date,
+            m.commit,
+            if m.dirty_files > 0 { format!(" plus {} uncommitted files", m.dirty_files) } else { String::new() },
+            results.wall_seconds,
+            out.display(),
+            rel(out)
+        ),
+    );
+    w(&mut md, String::new());
+    w(&mut md, "## The machine and its load".into());
+    w(&mut md, String::new());
+    w(
+        &mut md,
+        format!(
+            "- CPU: {} × {} cores, {:.1} GiB memory; {}; {}; {}",
+            m.cpu, m.cores, m.memory_gib, m.os, m.kernel, m.rustc
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "- Load average (1/5/15 min, runnable/total): at start `{}`, at end `{}`.",
+            m.loadavg_start, m.loadavg_end
+        ),
+    );
+    w(
+        &mut md,
+        "- Everything is co-located on these two cores: Postgres, Kafka (JVM), the sandbox, 6 pollers, \
+        `aggregator serve`, core-app, and the load generator itself; other engineers were compiling and testing on the \
+        same machine during the run — the *other load* column below is CPU used by processes that are not part of the \
+        stack under test."
+            .into(),
+    );
+    w(
+        &mut md,
+        format!(
+            "- Release build (`[profile.release]`: codegen-units 16, no LTO, opt-level 3). Bench insurers: 6 \
+        (2 × create-poll, 2 × operation, 2 × offers-list), create latency median {} / p99 {}, offer latency median {} / p99 {}, \
+        no faults or rate limits; manifests: polling initialDelay {}, interval {} (the poller's floor between two polls \
+        of one task is 1 s), rate limit 100000/s, maxConcurrent 1024.",
+            crate::stack::CREATE_LATENCY.0,
+            crate::stack::CREATE_LATENCY.1,
+            crate::stack::OFFER_LATENCY.0,
+            crate::stack::OFFER_LATENCY.1,
+            crate::stack::POLLING.0,
+            crate::stack::POLLING.1
+        ),
+    );
+    w(&mut md, String::new());
+
+    // Targets.
+    let at = |label_part: &str| by_level.iter().find(|(l, _)| l.starts_with(label_part)).map(|(_, v)| v.clone());
+    let level100 = at("100 offers/s");
+    let max_label = results.max_sustainable_qps.map(|q| {
+        if results.plan.reps_at_max > 0 { format!("max {q:.0} quotes/s") } else { format!("ramp {q:.0} quotes/s") }
+    });
+    let max_phases = max_label.as_ref().and_then(|l| at(l));
+    w(&mut md, "## Targets".into());
+    w(&mut md, String::new());
+    w(&mut md, "| target | measured | target value | distance | |".into());
+    w(&mut md, "|---|---|---|---|---|".into());
+    if let Some(ps) = &level100 {
+        let p99 = spread(ps, |p| hop(p, PUSH).p99);
+        w(
+            &mut md,
+            format!(
+                "| pipeline p99 at 100 offers/s (poll answered → SSE) | {} ms | ≤ 25 ms | {:+.1} ms ({:.1}×) | {} |",
+                p99.fmt(1),
+                p99.median - 25.0,
+                p99.median / 25.0,
+                status(p99.median <= 25.0)
+            ),
+        );
+        let e2e = spread(ps, |p| hop(p, E2E).p99);
+        w(
+            &mut md,
+            format!(
+                "| ready → SSE p99 at 100 offers/s | {} ms | ≤ polling interval + 25 ms = 1025 ms | {:+.0} ms | {} |",
+                e2e.fmt(0),
+                e2e.median - 1025.0,
+                status(e2e.median <= 1025.0)
+            ),
+        );
+    }
+    match (&max_phases, results.max_sustainable_qps) {
+        (Some(ps), Some(q)) => {
+            let p99 = spread(ps, |p| hop(p, PUSH).p99);
+            w(
+                &mut md,
+                format!(
+                    "| pipeline p99 at the highest sustainable load ({q:.0} quotes/s) | {} ms | ≤ 100 ms | {:+.1} ms | {} |",
+                    p99.fmt(1),
+                    p99.median - 100.0,
+                    status(p99.median <= 100.0)
+                ),
+            );
+            w(
+                &mut md,
+                format!(
+                    "| highest sustainable load, 6 insurers | {q:.0} quotes/s ({:.0} offers/s) | ≥ 200 quotes/s | {:.0} % of target | {} |",
+                    q * 6.0,
+                    q / 200.0 * 100.0,
+                    status(q >= 200.0)
+                ),
+            );
+        }
+        _ => w(&mut md, "| highest sustainable load | no step held | ≥ 200 quotes/s | – | ❌ missed |".into()),
+    }
+    if let Some(i) = &results.intake {
+        let base = Spread::of(&i.baseline.iter().map(|c| c.throughput).collect::<Vec<_>>());
+        let int = Spread::of(&i.intake.iter().map(|c| c.throughput).collect::<Vec<_>>());
+        let ratio = int.median / base.median.max(1e-9);
+        w(
+            &mut md,
+            format!(
+                "| intake throughput / baseline | {:.0} % ({} vs {} req/s) | ≥ 50 % | {:+.0} points | {} |",
+                ratio * 100.0,
+                int.fmt(0),
+                base.fmt(0),
+                ratio * 100.0 - 50.0,
+                status(ratio >= 0.5)
+            ),
+        );
+    }
+    if let Some(f) = &results.fanout {
+        let kib = f.kib_per_stream();
+        w(
+            &mut md,
+            format!(
+                "| memory per idle SSE stream ({} streams on one core-app) | {:.2} KiB | ≤ 8 KiB | {:+.2} KiB | {} |",
+                f.streams_open,
+                kib,
+                kib - 8.0,
+                status(kib <= 8.0 && f.streams_open >= f.streams)
+            ),
+        );
+    }
+    w(&mut md, String::new());
+
+    // Pipeline latency.
+    w(&mut md, "## 1. Pipeline latency, hop by hop".into());
+    w(&mut md, String::new());
+    w(
+        &mut md,
+        "Per insurer result (one offer per insurer per quote), milliseconds. *Ready* is the instant the sandbox's \
+        calculation became visible to polls; *poll answered* is when the sandbox answered the first poll that saw it; \
+        the other instants are defined under [Method](#method). *Push* (poll answered → SSE) is the platform's own \
+        latency; *end to end* adds the wait for the next poll, which the polling schedule bounds."
+            .into(),
+    );
+    w(&mut md, String::new());
+    let mut hop_svgs = Vec::new();
+    for (label, ps) in &by_level {
+        let first = ps[0];
+        w(
+            &mut md,
+            format!(
+                "### {label} ({:.2} quotes/s × 6 insurers, {} run(s) of {:.0} s{})",
+                first.quotes_per_s,
+                ps.len(),
+                first.window_s,
+                if first.kind == "ramp" { ", ramp step" } else { "" }
+            ),
+        );
+        w(&mut md, String::new());
+        w(&mut md, "| hop | p50 | p99 | max | results |".into());
+        w(&mut md, "|---|---|---|---|---|".into());
+        for (name, ..) in pipeline::HOPS {
+            let p50 = spread(ps, |p| hop(p, name).p50);
+            let p99 = spread(ps, |p| hop(p, name).p99);
+            let max = spread(ps, |p| hop(p, name).max);
+            let n: usize = ps.iter().map(|p| hop(p, name).n).sum();
+            w(&mut md, format!("| {name} | {} | {} | {} | {n} |", p50.fmt(1), p99.fmt(1), max.fmt(1)));
+        }
+        let errs: usize = ps.iter().map(|p| p.errors).sum();
+        let kinds: BTreeMap<String, usize> =
+            ps.iter().flat_map(|p| p.error_kinds.clone()).fold(BTreeMap::new(), |mut a, (k, v)| {
+                *a.entry(k).or_default() += v;
+                a
+            });
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            format!(
+                "Quotes sent {}, complete {}, errors {}{}; generator late starts {}; machine busy {} cores, of which other load {} cores.",
+                ps.iter().map(|p| p.sent).sum::<usize>(),
+                ps.iter().map(|p| p.complete).sum::<usize>(),
+                errs,
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", kinds.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+                },
+                ps.iter().map(|p| p.late).sum::<usize>(),
+                spread(ps, |p| p.machine_busy_cores).fmt(2),
+                spread(ps, |p| p.other_load_cores).fmt(2)
+            ),
+        );
+        w(&mut md, String::new());
+        let file = format!("hops-{}.svg", slug(label));
+        let series: Vec<(String, Vec<f64>)> = pipeline::HOPS
+            .iter()
+            .filter(|(n, ..)| !n.starts_with("3a"))
+            .map(|(n, ..)| {
+                (n.to_string(), ps.iter().flat_map(|p| p.raw.get(*n).cloned().unwrap_or_default()).collect())
+            })
+            .collect();
+        std::fs::write(plots.join(&file), svg::cdf(&format!("Pipeline hops at {label}"), &series))?;
+        w(&mut md, format!("![hops at {label}]({})", rel(&plots.join(&file))));
+        w(&mut md, String::new());
+        hop_svgs.push(file);
+    }
+    let series: Vec<(String, Vec<f64>)> = by_level
+        .iter()
+        .map(|(l, ps)| (l.clone(), ps.iter().flat_map(|p| p.raw.get(PUSH).cloned().unwrap_or_default()).collect()))
+        .collect();
+    if !series.is_empty() {
+        std::fs::write(
+            plots.join("push-by-load.svg"),
+            svg::cdf("Push latency (poll answered → SSE) by load", &series),
+        )?;
+        w(&mut md, format!("All loads, push latency: ![push by load]({})", rel(&plots.join("push-by-load.svg"))));
+        w(&mut md, String::new());
+    }
+
+    // Throughput.
+    w(&mut md, "## 2. Throughput and CPU per quote".into());
+    w(&mut md, String::new());
+    w(
+        &mut md,
+        "Open-loop ramp: each step sends quotes at a fixed rate; a step *holds* when no error appears (every quote \
+        gets 6 offers and `complete`, no HTTP error, no arrival shed, the generator on time) and push p99 ≤ 1 s."
+            .into(),
+    );
+    w(&mut md, String::new());
+    w(&mut md, "| step | offers/s | push p50 | push p99 | end-to-end p99 | errors | machine busy (cores) | other load (cores) | held |".into());
+    w(&mut md, "|---|---|---|---|---|---|---|---|---|".into());
+    for p in results.pipeline.iter().filter(|p| p.kind == "ramp") {
+        w(
+            &mut md,
+            format!(
+                "| {:.0} quotes/s | {:.0} | {:.1} | {:.1} | {:.0} | {}{} | {:.2} | {:.2} | {} |",
+                p.quotes_per_s,
+                p.offers_per_s,
+                hop(p, PUSH).p50,
+                hop(p, PUSH).p99,
+                hop(p, E2E).p99,
+                p.errors,
+                if p.error_kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        p.error_kinds.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+                    )
+                },
+                p.machine_busy_cores,
+                p.other_load_cores,
+                if p.pass { "yes" } else { "**no**" }
+            ),
+        );
+    }
+    w(&mut md, String::new());
+    match results.max_sustainable_qps {
+        Some(q) => w(
+            &mut md,
+            format!(
+                "**Highest sustainable load: {q:.0} quotes/s × 6 insurers = {:.0} offers/s** (the last step that held; the next one did not, or the ramp ended).",
+                q * 6.0
+            ),
+        ),
+        None => w(&mut md, "**No ramp step held.**".into()),
+    }
+    w(&mut md, String::new());
+    let cpu_phases: Vec<&PhaseResult> = max_phases.clone().or_else(|| level100.clone()).unwrap_or_default();
+    if !cpu_phases.is_empty() {
+        w(
+            &mut md,
+            format!(
+                "CPU per completed quote at {} (CPU-milliseconds per quote, from `/proc/<pid>/stat` utime + stime over the phase; \
+            Postgres backends are charged to the database they serve; the Kafka broker and Postgres's shared processes also serve other engineers' tests):",
+                cpu_phases[0].label
+            ),
+        );
+        w(&mut md, String::new());
+        w(&mut md, "| process | CPU ms / quote | cores busy |".into());
+        w(&mut md, "|---|---|---|".into());
+        let names: Vec<String> = cpu_phases[0].cpu_ms_per_quote.keys().cloned().collect();
+        let mut total = Vec::new();
+        for name in names {
+            let per = spread(&cpu_phases, |p| p.cpu_ms_per_quote.get(&name).copied().unwrap_or(0.0));
+            let cores = spread(&cpu_phases, |p| p.cpu_cores.get(&name).copied().unwrap_or(0.0));
+            w(&mut md, format!("| {name} | {} | {} |", per.fmt(2), cores.fmt(2)));
+        }
+        for p in &cpu_phases {
+            total.push(
+                p.cpu_ms_per_quote
+                    .iter()
+                    .filter(|(k, _)| {
+                        !k.contains("other") && *k != "kafka broker" && *k != "load generator" && *k != "baseline"
+                    })
+                    .map(|(_, v)| v)
+                    .sum::<f64>(),
+            );
+        }
+        let t = Spread::of(&total);
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            format!(
+                "The stack's own processes (services + their Postgres backends) use **{} CPU-ms per quote**; two cores give at most {:.0} such quotes/s if nothing else ran.",
+                t.fmt(1),
+                2000.0 / t.median.max(1e-9)
+            ),
+        );
+        w(&mut md, String::new());
+    }
+
+    // Intake.
+    if let Some(i) = &results.intake {
+        w(&mut md, "## 3. Intake: `POST /api/v1/quotes` against a baseline".into());
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            format!(
+                "Closed loop, {} workers sending back to back for {:.0} s, alternating baseline and intake, {} times; pollers paused \
+            (SIGSTOP) so that only the intake path runs. The baseline (`bench-baseline`) is an axum handler that parses the same JSON \
+            and does one `INSERT` into its own database on the same Postgres, pool of 32 like core-app. Intake is core-app validating, \
+            calling the aggregator (which stores the application and 6 tasks in one transaction), and storing the quote.",
+                i.concurrency,
+                results.plan.intake_window.as_secs_f64(),
+                i.baseline.len()
+            ),
+        );
+        w(&mut md, String::new());
+        w(&mut md, "| | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) | errors |".into());
+        w(&mut md, "|---|---|---|---|---|---|".into());
+        for (name, caps) in [("baseline: 1 insert", &i.baseline), ("intake: POST /api/v1/quotes", &i.intake)] {
+            let c: Vec<&Capacity> = caps.iter().collect();
+            let sp = |f: &dyn Fn(&Capacity) -> f64| Spread::of(&c.iter().map(|x| f(x)).collect::<Vec<_>>());
+            w(
+                &mut md,
+                format!(
+                    "| {name} | {} | {} | {} | {} | {} |",
+                    sp(&|x| x.throughput).fmt(0),
+                    sp(&|x| x.latency_ms.p50).fmt(2),
+                    sp(&|x| x.latency_ms.p99).fmt(2),
+                    sp(&|x| x.latency_ms.max).fmt(1),
+                    c.iter().map(|x| x.errors).sum::<usize>()
+                ),
+            );
+        }
+        let base = Spread::of(&i.baseline.iter().map(|c| c.throughput).collect::<Vec<_>>());
+        let int = Spread::of(&i.intake.iter().map(|c| c.throughput).collect::<Vec<_>>());
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            format!(
+                "Ratio intake / baseline: **{:.0} %** (target ≥ 50 %).",
+                int.median / base.median.max(1e-9) * 100.0
+            ),
+        );
+        if let (Some(b), Some(ic)) = (i.baseline_cpu.first(), i.intake_cpu.first()) {
+            let per = |cpu: &BTreeMap<String, f64>, n: usize| -> String {
+                cpu.iter()
+                    .filter(|(_, v)| **v > 0.05)
+                    .map(|(k, v)| format!("{k} {:.2}", v * 1000.0 / n.max(1) as f64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            w(&mut md, String::new());
+            w(
+                &mut md,
+                format!(
+                    "CPU-ms per request (first run): baseline — {}; intake — {}.",
+                    per(b, i.baseline[0].ok),
+                    per(ic, i.intake[0].ok)
+                ),
+            );
+        }
+        let series = vec![
+            ("baseline".to_string(), i.baseline.iter().flat_map(|c| c.latencies.clone()).collect()),
+            ("intake".to_string(), i.intake.iter().flat_map(|c| c.latencies.clone()).collect()),
+        ];
+        std::fs::write(plots.join("intake.svg"), svg::cdf("POST /api/v1/quotes vs baseline, closed loop", &series))?;
+        w(&mut md, String::new());
+        w(&mut md, format!("![intake latency]({})", rel(&plots.join("intake.svg"))));
+        w(&mut md, String::new());
+    }
+
+    // Fan-out.
+    if let Some(f) = &results.fanout {
+        w(&mut md, "## 4. SSE fan-out on one core-app".into());
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            format!(
+                "{} quotes were seeded straight into core-app's database (6 pending insurers each, deadline an hour away) \
+            and one SSE stream opened per quote ({} open, {} failed, in {:.1} s). Memory per idle stream is core-app's RSS \
+            delta over the open streams. Then {} events (one `status` event per quote) were produced into the topic at {:.0}/s \
+            while all streams were open; delivery is measured to the SSE client.",
+                f.streams, f.streams_open, f.streams_failed, f.open_seconds, f.events_sent, f.event_rate
+            ),
+        );
+        w(&mut md, String::new());
+        w(&mut md, "| | value |".into());
+        w(&mut md, "|---|---|".into());
+        w(
+            &mut md,
+            format!(
+                "| core-app RSS before / with streams / after closing | {:.1} / {:.1} / {:.1} MiB |",
+                f.rss_before_kib as f64 / 1024.0,
+                f.rss_open_kib as f64 / 1024.0,
+                f.rss_closed_kib as f64 / 1024.0
+            ),
+        );
+        w(&mut md, format!("| **memory per idle stream** | **{:.2} KiB** (target ≤ 8 KiB) |", f.kib_per_stream()));
+        w(
+            &mut md,
+            format!(
+                "| load generator RSS delta (client side, for comparison) | {:.2} KiB per stream |",
+                f.client_rss_delta_kib as f64 / f.streams_open.max(1) as f64
+            ),
+        );
+        w(&mut md, format!("| events delivered / sent | {} / {} |", f.events_delivered, f.events_sent));
+        w(
+            &mut md,
+            format!(
+                "| delivery, core-app commit → SSE client: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+                f.commit_to_sse_ms.p50, f.commit_to_sse_ms.p99, f.commit_to_sse_ms.max
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| delivery, in Kafka → SSE client: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+                f.kafka_to_sse_ms.p50, f.kafka_to_sse_ms.p99, f.kafka_to_sse_ms.max
+            ),
+        );
+        w(&mut md, String::new());
+        let series = vec![
+            ("commit → SSE".to_string(), f.commit_to_sse_raw.clone()),
+            ("in Kafka → SSE".to_string(), f.kafka_to_sse_raw.clone()),
+        ];
+        std::fs::write(
+            plots.join("fanout.svg"),
+            svg::cdf(&format!("Delivery with {} open streams", f.streams_open), &series),
+        )?;
+        w(&mut md, format!("![fan-out delivery]({})", rel(&plots.join("fanout.svg"))));
+        w(&mut md, String::new());
+    }
+
+    // Limits.
+    w(&mut md, "## 5. The limits, same run, and each hop against its limit".into());
+    w(&mut md, String::new());
+    w(&mut md, "| limit | value |".into());
+    w(&mut md, "|---|---|".into());
+    w(
+        &mut md,
+        format!("| Postgres: pgbench simple-update (`-N`), 8 clients | {:.0} tps |", l.pgbench_simple_update_tps),
+    );
+    w(
+        &mut md,
+        format!("| Postgres: one INSERT per transaction, 8 clients (pgbench) | {:.0} commits/s |", l.pg_commit_tps),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Postgres: one INSERT per transaction, 1 client (pgbench) | {:.3} ms per commit |",
+            l.pg_commit_latency_ms
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Postgres: `SELECT 1` round trip from Rust (sqlx) p50 / p99 | {:.3} / {:.3} ms |",
+            l.pg_roundtrip_ms.p50, l.pg_roundtrip_ms.p99
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Postgres: BEGIN; INSERT; pg_notify; COMMIT from Rust p50 / p99 | {:.3} / {:.3} ms |",
+            l.pg_tx_notify_commit_ms.p50, l.pg_tx_notify_commit_ms.p99
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Postgres: COMMIT sent → LISTENer has the notification p50 / p99 | {:.3} / {:.3} ms |",
+            l.pg_notify_delivery_ms.p50, l.pg_notify_delivery_ms.p99
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Kafka (rdkafka, acks=all, idempotent, 200 msg/s × 1.5 KiB): produce → ack p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            l.kafka_produce_ack_ms.p50, l.kafka_produce_ack_ms.p99, l.kafka_produce_ack_ms.max
+        ),
+    );
+    w(
+        &mut md,
+        format!(
+            "| Kafka: produce → consumed (fetch.wait.max.ms 10) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+            l.kafka_produce_consume_ms.p50, l.kafka_produce_consume_ms.p99, l.kafka_produce_consume_ms.max
+        ),
+    );
+    w(&mut md, String::new());
+    if let Some(ps) = level100.clone().or_else(|| by_level.first().map(|(_, v)| v.clone())) {
+        let limit2 = l.pg_tx_notify_commit_ms.p50 + l.kafka_produce_ack_ms.p50;
+        let limit3 = l.kafka_produce_consume_ms.p50 + l.pg_tx_notify_commit_ms.p50;
+        let limit4 = l.pg_notify_delivery_ms.p50 + l.pg_roundtrip_ms.p50;
+        w(
+            &mut md,
+            format!(
+                "Hop p50 at {} against the floor the limits above set for it (ratio = measured / floor):",
+                ps[0].label
+            ),
+        );
+        w(&mut md, String::new());
+        w(&mut md, "| hop | measured p50 (ms) | floor (ms) | floor is | ratio |".into());
+        w(&mut md, "|---|---|---|---|---|".into());
+        let rows = [
+            ("2 outbox tx → in Kafka", limit2, "one commit + one Kafka produce → ack"),
+            ("3 in Kafka → core-app commit", limit3, "Kafka produce → consumed + one commit"),
+            ("4 core-app commit → SSE client", limit4, "NOTIFY delivery + one query round trip"),
+        ];
+        for (name, floor, what) in rows {
+            let v = spread(&ps, |p| hop(p, name).p50);
+            w(&mut md, format!("| {name} | {} | {floor:.2} | {what} | {:.1}× |", v.fmt(2), v.median / floor.max(1e-9)));
+        }
+        let d = spread(&ps, |p| hop(p, "1 poll detection: ready → poll answered").p50);
+        w(
+            &mut md,
+            format!(
+                "| 1 poll detection: ready → poll answered | {} | {:.0} | the polling interval (worst case) | {:.2}× |",
+                d.fmt(1),
+                1000.0,
+                d.median / 1000.0
+            ),
+        );
+        w(&mut md, String::new());
+    }
+    if let (Some(q), true) = (results.max_sustainable_qps, l.pg_commit_tps > 0.0) {
+        w(
+            &mut md,
+            format!(
+                "Throughput against Postgres: the highest sustainable {q:.0} quotes/s is {:.1} % of the {:.0} single-insert commits/s pgbench reaches \
+            (each quote costs several transactions: see the CPU table and [the findings](#findings)).",
+                q / l.pg_commit_tps * 100.0,
+                l.pg_commit_tps
+            ),
+        );
+        w(&mut md, String::new());
+    }
+
+    // Findings (kept by hand in bench/FINDINGS.md).
+    if let Ok(findings) = std::fs::read_to_string(repo.join("bench/FINDINGS.md")) {
+        w(&mut md, "## Findings".into());
+        w(&mut md, String::new());
+        let body: String = findings.lines().skip_while(|l| l.starts_with("# ")).collect::<Vec<_>>().join("\n");
+        w(&mut md, body.trim().to_string());
+        w(&mut md, String::new());
+    }
+
+    w(&mut md, "## Method".into());
+    w(&mut md, String::new());
+    w(&mut md, METHOD.trim().to_string());
+    w(&mut md, String::new());
+    std::fs::write(repo.join(doc), md)?;
+    Ok(())
+}
+
+const METHOD: &str = r#"
+- `make bench` / `make bench-quick` run `scripts/bench.sh`: Postgres and Kafka up (`make infra-up`), release build,
+  `ulimit -n 65536`, then `bench run [--quick]` (the `bench` crate). Every stack it starts gets fresh databases
+  (`bench_agg_*`, `bench_core_*`, `bench_base_*`, dropped afterwards) and a fresh topic created with
+  `message.timestamp.type=LogAppendTime`, 6 partitions; processes are the release binaries started as `scripts/demo.sh`
+  starts them, configured by files written under the run's raw-data folder (`stacks/*/config`), logs beside them.
+- The sandbox runs as `bench-sandbox`: the sandbox library's own routers plus a recorder (a middleware) that notes, per
+  calculation, the VIN of its application at create time and, at the first poll that finds it ready, the ready instant
+  (`started + ready_after`, the sandbox's own decision, converted from its monotonic clock to wall time once) and the
+  instant that poll was answered. Each quote carries a unique VIN, which maps every calculation back to its quote for
+  all three API styles.
+- Instants per insurer result: *ready* and *poll answered* (sandbox recorder); *outbox tx* = `QuoteEvent.occurred_at`
+  (set by the poller inside the transaction that updates the task and inserts the outbox row, before its commit);
+  *in Kafka* = the broker's append timestamp (ms resolution, so hops 2 and 3 carry ±1 ms of rounding);
+  *consumer tx start* = core-app's `quote_events.created_at` (`now()`, the start of the consumer's transaction);
+  *core-app commit* = arrival of core-app's `NOTIFY` on the bench's own `LISTEN` connection (notifications are
+  delivered at commit, in commit order; the n-th one of a quote is the commit of its n-th event); *SSE* = the chunk
+  carrying the event reached the load generator. All are wall-clock readings of the one machine clock.
+- The load generator is open loop: quote *i* is sent at `start + i / rate` whether or not earlier quotes finished,
+  each quote on its own task with its own SSE connection, at most 20 000 in flight (an arrival finding no free slot
+  is *shed* and counted as an error). A start more than 20 ms late is counted (*late starts*); more than 1 % late
+  fails a ramp step, because then the generator, not the stack, is the bottleneck.
+- Intake capacity is measured closed loop (workers back to back) because capacity is what the ratio is about; the
+  pipeline is always open loop.
+- The generator, the SSE clients and the bench's LISTEN share the two cores with the stack: its CPU is reported in the
+  CPU table (*load generator*), and its scheduling delay inflates the SSE-side hops under load.
+"#;
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// `to` relative to the folder `from` (both absolute or both relative to the same root).
+fn relative(from: &Path, to: &Path) -> String {
+    let from: Vec<_> = from.components().collect();
+    let to_c: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to_c).take_while(|(a, b)| a == b).count();
+    let mut out = String::new();
+    for _ in common..from.len() {
+        out.push_str("../");
+    }
+    let rest: Vec<String> = to_c[common..].iter().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+    out.push_str(&rest.join("/"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            relative(Path::new("/r/docs"), Path::new("/r/bench/results/x/plots/a.svg")),
+            "../bench/results/x/plots/a.svg"
+        );
+        assert_eq!(slug("ramp 25 quotes/s"), "ramp-25-quotes-s");
+    }
+}
