@@ -25,6 +25,7 @@ demo-smoke: infra-up build ## Run the platform, submit the sample quote, follow 
 test: lint infra-up browser build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
 	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
 	scripts/demo.sh --e2e
+	scripts/pii-scan.sh .demo/logs
 
 .PHONY: browser
 browser: ## Install Debian's chromium and the browser tests' npm packages
