@@ -10,3 +10,4 @@ pub mod partners;
 pub mod poller;
 pub mod registry;
 pub mod relay;
+pub mod retention;

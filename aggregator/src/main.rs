@@ -19,6 +19,9 @@ struct Cli {
         default_value = "postgres://osago:osago@127.0.0.1:55432/aggregator"
     )]
     database_url: String,
+    /// How long applications keep their personal data (`serve` erases it after this).
+    #[arg(long, env = "RETENTION", global = true, default_value = "30days", value_parser = humantime::parse_duration)]
+    retention: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
             let partners = Partners::parse(&partner_tokens).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "aggregator listening");
+            let hourly = std::time::Duration::from_secs(3600);
+            tokio::spawn(aggregator::retention::run(pool.clone(), cli.retention, hourly, std::future::pending()));
             app::serve(
                 ServeSettings { pool, kafka_brokers, topic, partners, partner_rate: (partner_rps, partner_burst) },
                 listener,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod consumer;
 pub mod deadline;
 pub mod hub;
+pub mod retention;
 pub mod store;
 pub mod web;
 

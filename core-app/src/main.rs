@@ -39,6 +39,9 @@ struct Args {
     /// Extra time after the aggregator's deadline before core-app expires what is left.
     #[arg(long, env = "CORE_APP_DEADLINE_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     deadline_grace: Duration,
+    /// How long finished quotes keep their replay log and idempotency key.
+    #[arg(long, env = "RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    retention: Duration,
     /// Requests per second each client address may send to /api (429 with Retry-After beyond).
     #[arg(long, env = "CORE_APP_CLIENT_RPS", default_value_t = 20)]
     client_rps: u32,
@@ -54,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let pool = PgPoolOptions::new().max_connections(32).connect(&args.database_url).await?;
     MIGRATOR.run(&pool).await?;
     let aggregator = AggregatorClient::new(&args.aggregator_url, &args.aggregator_token, args.aggregator_timeout)?;
+    let hourly = Duration::from_secs(3600);
+    tokio::spawn(core_app::retention::run(pool.clone(), args.retention, hourly, std::future::pending()));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "core-app listening");
     let settings = Settings {

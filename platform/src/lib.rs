@@ -9,6 +9,22 @@ pub mod telemetry;
 
 pub use problem::Problem;
 
+/// Runs `task` now and then every `every` until `shutdown` resolves (background jobs).
+pub async fn periodic<F, Fut>(every: std::time::Duration, shutdown: impl Future<Output = ()>, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        task().await;
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM, the signals a terminal and Kubernetes send.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
