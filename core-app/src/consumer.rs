@@ -5,14 +5,37 @@
 use crate::store::{self, Applied};
 use domain::events::QuoteEvent;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{ClientContext, Statistics};
 use sqlx::PgPool;
 use std::time::Duration;
 
+/// Publishes librdkafka's statistics as metrics: the consumer lag per partition.
+pub struct LagContext;
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (partition, p) in &topic.partitions {
+                // -1 is librdkafka's "unknown" (e.g. a partition not assigned to us).
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    let labels = [("topic", name.clone()), ("partition", partition.to_string())];
+                    metrics::gauge!("kafka_consumer_lag", &labels).set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The consumer type core-app uses.
+pub type QuoteEventConsumer = StreamConsumer<LagContext>;
+
 /// A consumer of `topic` in `group` that commits only offsets stored after processing.
-pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
+pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<QuoteEventConsumer> {
+    let consumer: QuoteEventConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -23,13 +46,14 @@ pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Strea
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", "10")
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()?;
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagContext)?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }
 
 /// Processes messages until `shutdown` resolves, then commits what was processed.
-pub async fn run(pool: PgPool, consumer: StreamConsumer, shutdown: impl Future<Output = ()>) {
+pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
