@@ -1,9 +1,13 @@
-//! core-app's client of the aggregator intake: one partner token, a timeout, and retries
-//! with the same Idempotency-Key (so a retried submission cannot create two applications).
+//! core-app's client of the aggregator intake: one partner token, a timeout, retries with
+//! the same Idempotency-Key (so a retried submission cannot create two applications), and
+//! a circuit breaker, so that while the aggregator is down quotes are refused at once
+//! (503 + Retry-After) instead of each waiting out its timeouts.
 
 use domain::intake::Accepted;
+use recloser::{AsyncRecloser, Recloser};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the aggregator could not take the application.
@@ -12,6 +16,9 @@ pub enum SubmitError {
     /// Down, overloaded or refusing for now; try again after the delay.
     #[error("aggregator unavailable: {reason}")]
     Unavailable { reason: String, retry_after: Duration },
+    /// The breaker is open: the aggregator failed repeatedly and is not called for a while.
+    #[error("aggregator circuit open")]
+    CircuitOpen { retry_after: Duration },
     /// The aggregator saw a conflict (key reused with another body).
     #[error("aggregator rejected the application: {0}")]
     Rejected(String),
@@ -30,7 +37,13 @@ pub struct AggregatorClient {
     http: reqwest::Client,
     base_url: String,
     token: String,
+    breaker: Arc<AsyncRecloser>,
 }
+
+/// Calls judged by the breaker: the last this many.
+const BREAKER_WINDOW: usize = 10;
+/// How long the breaker stays open before trial calls.
+const BREAKER_OPEN: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for AggregatorClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,7 +58,19 @@ impl AggregatorClient {
     /// A client of the aggregator at `base_url` (e.g. `http://127.0.0.1:8081`).
     pub fn new(base_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(2)).build()?;
-        Ok(AggregatorClient { http, base_url: base_url.trim_end_matches('/').to_string(), token: token.to_string() })
+        // The request timeout lives inside each call, so a timed-out call is a recorded failure.
+        let breaker = Recloser::custom()
+            .error_rate(0.5)
+            .closed_len(BREAKER_WINDOW)
+            .half_open_len(2)
+            .open_wait(BREAKER_OPEN)
+            .build();
+        Ok(AggregatorClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            breaker: Arc::new(breaker.into()),
+        })
     }
 
     /// Submits an application (the normalised request JSON).
@@ -55,8 +80,19 @@ impl AggregatorClient {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
             }
-            match self.submit_once(request, idempotency_key).await {
+            // Only the aggregator's own failures count; a rejected request says nothing of its health.
+            let is_failure = |e: &SubmitError| matches!(e, SubmitError::Unavailable { .. });
+            let outcome = self.breaker.call_with(is_failure, self.submit_once(request, idempotency_key)).await;
+            let outcome = outcome.map_err(|e| match e {
+                recloser::Error::Inner(e) => e,
+                recloser::Error::Rejected => {
+                    metrics::counter!("aggregator_client_rejected_total").increment(1);
+                    SubmitError::CircuitOpen { retry_after: BREAKER_OPEN }
+                }
+            });
+            match outcome {
                 Ok(accepted) => return Ok(accepted),
+                Err(e @ SubmitError::CircuitOpen { .. }) => return Err(e),
                 Err(e @ SubmitError::Rejected(_)) => return Err(e),
                 Err(e @ SubmitError::Unavailable { .. }) if attempt + 1 == ATTEMPTS => return Err(e),
                 Err(e) => last = Some(e),

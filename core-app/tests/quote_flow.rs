@@ -310,3 +310,39 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     assert_eq!(reqwest::get(format!("{limited}/healthz")).await.unwrap().status(), 200, "probes are not limited");
 }
+
+#[tokio::test]
+async fn a_failing_aggregator_trips_the_breaker_and_quotes_are_refused_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let stack = Stack::start("20s").await;
+    // An aggregator that answers every submission with a 500, counting them.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let failing = axum::Router::new().route(
+        "/internal/v1/applications",
+        axum::routing::post(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let failing_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, failing).await });
+    let core = stack.start_core_app(&failing_url).await;
+
+    let mut refused_fast = 0;
+    for _ in 0..12 {
+        let started = std::time::Instant::now();
+        let response = create(&core, &sample(), None).await;
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        if started.elapsed() < Duration::from_millis(50) {
+            refused_fast += 1;
+        }
+    }
+    let calls = hits.load(Ordering::SeqCst);
+    eprintln!("breaker: {calls} calls reached the failing aggregator for 12 quotes; {refused_fast} refused at once");
+    assert!(calls <= 12, "the breaker stopped calling after its window of 10 failures, saw {calls}");
+    assert!(refused_fast >= 8, "open breaker refuses at once, {refused_fast} of 12 were fast");
+}

@@ -2,7 +2,7 @@
 //! is stored after `Last-Event-ID` (or everything), then goes live; `complete` is last and
 //! the server closes after it.
 
-use super::AppState;
+use super::{AppState, openapi};
 use super::quotes::{internal, not_found, parse_id};
 use crate::hub::Subscription;
 use crate::store::{self, StoredEvent};
@@ -32,12 +32,17 @@ pub struct Resume {
 #[utoipa::path(get, path = "/api/v1/quotes/{id}/events", tag = "quotes",
     params(
         ("id" = Uuid, Path, description = "Quote id"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event (a value that is not a number is ignored)"),
+        ("last_event_id" = Option<i64>, Query, description = "Resume after this event, for clients that cannot set Last-Event-ID; the header wins"),
     ),
     responses(
-        (status = 200, description = "Events `status`, `offer`, then `complete`", content_type = "text/event-stream"),
+        (status = 200, description = "Events `status`, `offer`, then `complete`; the server closes after `complete`",
+            body = String, content_type = "text/event-stream"),
         (status = 204, description = "The quote is complete and nothing follows the given event id"),
-        (status = 404, description = "No such quote", content_type = "application/problem+json"),
+        (status = 400, description = "last_event_id is not a number", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such quote", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn stream(
     State(state): State<AppState>,

@@ -1,7 +1,7 @@
 //! `GET /api/v1/insurers`: the insurers that can take quotes now, from the aggregator,
 //! cached briefly so a page load storm does not become an aggregator storm.
 
-use super::AppState;
+use super::{AppState, openapi};
 use crate::aggregator_client::Insurer;
 use axum::Json;
 use axum::extract::State;
@@ -20,7 +20,10 @@ pub struct Cache(Mutex<Option<(Instant, Vec<Insurer>)>>);
 #[utoipa::path(get, path = "/api/v1/insurers", tag = "insurers",
     responses(
         (status = 200, description = "Active insurers", body = [Insurer]),
-        (status = 503, description = "The aggregator is unavailable", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The aggregator is unavailable", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Insurer>>, Problem> {
     if let Some((at, list)) = state.insurers_cache.0.lock().expect("cache lock").as_ref()

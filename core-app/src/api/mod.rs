@@ -75,8 +75,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/quotes/{id}/events", get(events::stream))
         .route("/api/v1/insurers", get(insurers::list))
         .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { Problem::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.client_limit.clone(), limit_clients))
+        // Routing's 405 and extractors' rejections (413, 400) answer problem+json too.
+        .layer(middleware::from_fn(platform::problem::problem_errors))
         .with_state(state)
 }
 

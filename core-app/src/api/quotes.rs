@@ -1,6 +1,7 @@
 //! `POST /api/v1/quotes` and `GET /api/v1/quotes/{id}`.
 
 use super::AppState;
+use super::openapi;
 use crate::aggregator_client::SubmitError;
 use crate::store::{self, QuoteView};
 use axum::Json;
@@ -34,15 +35,19 @@ pub struct Created {
 
 /// Creates a quote: validates, asks the aggregator, stores, answers 201.
 #[utoipa::path(post, path = "/api/v1/quotes", tag = "quotes",
-    request_body(content = domain::request::QuoteRequest, description = "The quote request"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → same quote")),
+    request_body(content = domain::request::QuoteRequest, description = "The quote request (at most 64 KiB)"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → same quote (1–128 visible ASCII characters)")),
     responses(
-        (status = 201, description = "Quote created; results follow on events_url", body = Created),
-        (status = 400, description = "Not JSON", content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with another body", content_type = "application/problem+json"),
-        (status = 413, description = "Body too large"),
-        (status = 422, description = "Invalid fields, all of them listed", content_type = "application/problem+json"),
-        (status = 503, description = "Aggregator unavailable; see Retry-After", content_type = "application/problem+json"),
+        (status = 201, description = "Quote created; results follow on events_url", body = Created,
+            headers(("Location" = String, description = "The quote, /api/v1/quotes/{id}"))),
+        (status = 400, description = "Not JSON, or a malformed Idempotency-Key", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, all of them listed in `errors`", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Aggregator unavailable", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
@@ -64,6 +69,10 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     // Retries reuse the key, so the aggregator never creates two applications for one quote.
     let aggregator_key = key.as_ref().map_or_else(|| Uuid::new_v4().to_string(), |k| format!("core-app:{k}"));
     let accepted = state.aggregator.submit(&normalised, &aggregator_key).await.map_err(|e| match e {
+        SubmitError::CircuitOpen { retry_after } => {
+            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
+            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+        }
         SubmitError::Unavailable { reason, retry_after } => {
             tracing::warn!(%reason, "aggregator unavailable");
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
@@ -141,7 +150,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     params(("id" = Uuid, Path, description = "Quote id")),
     responses(
         (status = 200, description = "The quote", body = QuoteView),
-        (status = 404, description = "No such quote", content_type = "application/problem+json"),
+        (status = 404, description = "No such quote", body = openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<QuoteView>, Problem> {
     let id = parse_id(&id)?;
