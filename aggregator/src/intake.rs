@@ -76,7 +76,7 @@ async fn create_application(State(state): State<Intake>, headers: HeaderMap, bod
     })?;
     let normalised = serde_json::to_value(&request).map_err(internal)?;
     let hash = Sha256::digest(normalised.to_string().as_bytes()).to_vec();
-    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised).await.map_err(internal)? {
+    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised).await.map_err(Problem::database)? {
         Stored::Created(accepted) => {
             metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created")
                 .increment(1);
@@ -187,7 +187,7 @@ async fn replay(tx: &mut sqlx::PgConnection, partner: &str, key: &str, hash: &[u
 
 async fn list_insurers(State(state): State<Intake>, headers: HeaderMap) -> Result<Json<Vec<ActiveInsurer>>, Problem> {
     partner(&state, &headers)?;
-    Ok(Json(registry::active(&state.pool).await.map_err(internal)?))
+    Ok(Json(registry::active(&state.pool).await.map_err(Problem::database)?))
 }
 
 fn internal(e: impl std::fmt::Display) -> Problem {

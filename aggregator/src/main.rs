@@ -70,7 +70,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("aggregator");
     let cli = Cli::parse();
-    let pool = PgPoolOptions::new().max_connections(16).connect(&cli.database_url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect(&cli.database_url)
+        .await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {
         Command::Serve { listen, kafka_brokers, topic, partner_tokens, partner_rps, partner_burst } => {

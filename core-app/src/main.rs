@@ -54,7 +54,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("core-app");
     let args = Args::parse();
-    let pool = PgPoolOptions::new().max_connections(32).connect(&args.database_url).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&args.database_url)
+        .await?;
     MIGRATOR.run(&pool).await?;
     let aggregator = AggregatorClient::new(&args.aggregator_url, &args.aggregator_token, args.aggregator_timeout)?;
     let hourly = Duration::from_secs(3600);

@@ -2,8 +2,8 @@
 //! is stored after `Last-Event-ID` (or everything), then goes live; `complete` is last and
 //! the server closes after it.
 
+use super::quotes::{not_found, parse_id};
 use super::{AppState, openapi};
-use super::quotes::{internal, not_found, parse_id};
 use crate::hub::Subscription;
 use crate::store::{self, StoredEvent};
 use axum::extract::{Path, Query, State};
@@ -32,12 +32,12 @@ pub struct Resume {
 #[utoipa::path(get, path = "/api/v1/quotes/{id}/events", tag = "quotes",
     params(
         ("id" = Uuid, Path, description = "Quote id"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event (a value that is not a number is ignored)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id; a value that is not an event id starts from the first event"),
         ("last_event_id" = Option<i64>, Query, description = "Resume after this event, for clients that cannot set Last-Event-ID; the header wins"),
     ),
     responses(
-        (status = 200, description = "Events `status`, `offer`, then `complete`; the server closes after `complete`",
-            body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Events `status` and `offer`, then `complete`, after which the server closes; \
+            the schema is that of each event", body = openapi::StreamEvent, content_type = "text/event-stream"),
         (status = 204, description = "The quote is complete and nothing follows the given event id"),
         (status = 400, description = "last_event_id is not a number", body = openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such quote", body = openapi::Problem, content_type = "application/problem+json"),
@@ -60,9 +60,9 @@ pub async fn stream(
     // Subscribe before the first read, so nothing committed in between is missed.
     let mut subscription = state.hub.subscribe(id);
     subscription.mark_seen();
-    let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(internal)?;
+    let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
     if first.is_empty() {
-        let view = store::view(&state.pool, id).await.map_err(internal)?.ok_or_else(|| not_found(id))?;
+        let view = store::view(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
         if view.status == "complete" {
             // 204 tells EventSource not to reconnect: the stream is over.
             return Ok(StatusCode::NO_CONTENT.into_response());

@@ -93,7 +93,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
             return Err(internal(e));
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(Problem::database(e)),
     }
     metrics::counter!("quotes_created_total").increment(1);
     tracing::info!(quote = %accepted.id, insurers = accepted.insurers.len(), "quote created");
@@ -116,13 +116,13 @@ fn created(accepted: &Accepted) -> Response {
 
 /// The earlier answer for `key`, a conflict for another body, or `None` for a new key.
 async fn replay(state: &AppState, key: &str, hash: &[u8]) -> Result<Option<Response>, Problem> {
-    let Some((id, stored_hash)) = store::find_by_key(&state.pool, key).await.map_err(internal)? else {
+    let Some((id, stored_hash)) = store::find_by_key(&state.pool, key).await.map_err(Problem::database)? else {
         return Ok(None);
     };
     if stored_hash != hash {
         return Err(Problem::conflict("this Idempotency-Key was used with a different request body"));
     }
-    let view = store::view(&state.pool, id).await.map_err(internal)?.ok_or_else(Problem::internal)?;
+    let view = store::view(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(Problem::internal)?;
     let accepted = Accepted {
         id,
         insurers: view
@@ -156,7 +156,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     ))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<QuoteView>, Problem> {
     let id = parse_id(&id)?;
-    store::view(&state.pool, id).await.map_err(internal)?.map(Json).ok_or_else(|| not_found(id))
+    store::view(&state.pool, id).await.map_err(Problem::database)?.map(Json).ok_or_else(|| not_found(id))
 }
 
 /// A quote id from the path; anything that is not a UUID cannot be a quote.
