@@ -22,10 +22,15 @@ demo-smoke: infra-up build ## Run the platform, submit the sample quote, follow 
 	scripts/demo.sh --smoke
 
 .PHONY: test
-test: lint infra-up browser build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
+test: lint infra-up browser toxiproxy build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
+	scripts/k8s.sh up
 	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
 	scripts/demo.sh --e2e
 	scripts/pii-scan.sh .demo/logs
+
+.PHONY: toxiproxy
+toxiproxy: ## Build toxiproxy-server (the fault-injection tests' TCP proxy) from Go modules, once per machine
+	scripts/toxiproxy.sh
 
 .PHONY: browser
 browser: ## Install Debian's chromium and the browser tests' npm packages
@@ -58,3 +63,48 @@ bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/res
 
 bench-quick: ## Quick benchmark for regression checks (under 5 minutes once built)
 	scripts/bench.sh --quick
+
+# ---------------------------------------------------------------- Helm chart and images
+# helm/osago: the chart. helm is built from Go modules (scripts/helm.sh); chart-tests/ is a Rust
+# test crate (lint, template, golden objects, schema, and an install on the test API server of
+# scripts/k8s.sh when one runs).
+
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' helm/osago/Chart.yaml)
+IMAGE ?= osago:$(APP_VERSION)
+
+.PHONY: helm chart-sync chart-test images
+helm: ## Build helm from Go modules into .tools/bin/ (once per machine, cached in ~/.cache/osago)
+	scripts/helm.sh tools
+
+chart-sync: ## Copy the generated CRD, sandbox/sandbox.toml and examples/insurers/ into the chart
+	cp crds/insurerintegration.yaml helm/osago/files/crds/insurerintegration.yaml
+	cp sandbox/sandbox.toml helm/osago/files/sandbox.toml
+	rm -f helm/osago/files/insurers/*.yaml
+	cp examples/insurers/*.yaml helm/osago/files/insurers/
+
+chart-test: helm ## Chart tests: lint, template, golden objects, schema; install on the test API server if one runs
+	$(CARGO) build --locked -p operator
+	$(CARGO) test --locked -p chart-tests
+
+images: ## Build the platform image osago:<appVersion> with Docker (every binary in one image)
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "make images: no Docker engine is available here (docker info fails), so no image is built." >&2; \
+	  echo "  Run it where Docker runs (a laptop, or the kind workflow in .github/workflows/kind.yml)." >&2; \
+	  echo "  The chart itself is tested without images: make chart-test." >&2; \
+	  exit 1; \
+	fi
+	docker build --tag $(IMAGE) --build-arg VERSION=$(APP_VERSION) .
+	@echo "built $(IMAGE); on kind: kind load docker-image $(IMAGE) --name osago"
+
+# ---------------------------------------------------------------- Kubernetes API server for tests
+# kube-apiserver, etcd and kubectl built from Go modules (scripts/k8s.sh, k8s/), cached machine-wide.
+
+.PHONY: tools k8s-up k8s-down k8s-status
+tools: ## Build kube-apiserver, etcd and kubectl from Go modules into .tools/bin/ (once per machine, ~15 min)
+	scripts/k8s.sh tools
+k8s-up: tools ## Start etcd + kube-apiserver on 127.0.0.1:56443; prints `export KUBECONFIG=...` last
+	scripts/k8s.sh up
+k8s-down: ## Stop the test API server and etcd (state stays in .infra/k8s; scripts/k8s.sh reset wipes it)
+	scripts/k8s.sh down
+k8s-status: ## Tell whether the test API server runs
+	scripts/k8s.sh status

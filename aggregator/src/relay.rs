@@ -20,6 +20,8 @@ const BATCH: i64 = 500;
 const FALLBACK: Duration = Duration::from_millis(500);
 /// How long a standby relay waits before trying the lock again.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
+/// Pause before reconnecting after the database was lost.
+const RECONNECT: Duration = Duration::from_secs(1);
 
 /// A Kafka producer set up for the outbox: idempotent, acks from all replicas.
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
@@ -34,6 +36,10 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 }
 
 /// Runs the relay until `shutdown` resolves: standby until it holds the lock, then publishes.
+///
+/// Losing the database (a restart, a failover, a killed backend) does not end the relay: it
+/// stops publishing — the lock went with its connection, another relay may hold it now —
+/// and goes back to standby, reconnecting until it holds the lock again.
 pub async fn run(
     pool: PgPool,
     producer: FutureProducer,
@@ -41,8 +47,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
-    let database_url = pool.connect_options();
-    let mut lock = sqlx::PgConnection::connect_with(&database_url).await?;
+    loop {
+        match active(&pool, &producer, &topic, &mut shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay lost the database; reconnecting");
+                metrics::counter!("outbox_relay_errors_total").increment(1);
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(RECONNECT) => {}
+        }
+    }
+    tracing::info!("outbox relay stopped");
+    Ok(())
+}
+
+/// One tenure: connect, wait for the lock, publish. `Ok` on shutdown, `Err` when a connection
+/// the relay depends on failed.
+async fn active(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    topic: &str,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
+    let mut lock = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
     loop {
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await?;
@@ -51,16 +81,16 @@ pub async fn run(
         }
         tracing::info!("another relay is active; standing by");
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut *shutdown => return Ok(()),
             _ = tokio::time::sleep(STANDBY_RETRY) => {}
         }
     }
     tracing::info!("outbox relay active");
-    let mut listener = PgListener::connect_with(&pool).await?;
+    let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     let mut last_gauge = Instant::now() - Duration::from_secs(60);
     loop {
-        let published = match publish_batch(&pool, &producer, &topic).await {
+        let published = match publish_batch(pool, producer, topic).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox round failed; retrying");
@@ -70,22 +100,21 @@ pub async fn run(
             }
         };
         if last_gauge.elapsed() > Duration::from_secs(2) {
-            record_depth(&pool).await;
+            record_depth(pool).await;
             last_gauge = Instant::now();
         }
         if published as i64 == BATCH {
             continue;
         }
         tokio::select! {
-            _ = &mut shutdown => break,
-            _ = listener.recv() => {}
+            _ = &mut *shutdown => return Ok(()),
+            // A failed receive (the listener reconnects on the next one) must not spin.
+            notified = listener.recv() => if notified.is_err() { tokio::time::sleep(FALLBACK).await },
             _ = tokio::time::sleep(FALLBACK) => {}
         }
         // The lock lives as long as its connection; lose one and the other relay takes over.
         sqlx::query("SELECT 1").execute(&mut lock).await?;
     }
-    tracing::info!("outbox relay stopped");
-    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

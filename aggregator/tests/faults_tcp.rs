@@ -52,13 +52,14 @@ async fn added_latency_delays_offers_accordingly() {
     s.proxy.add("latency", "latency", Direction::Downstream, json!({"latency": 300, "jitter": 0})).await;
     let delayed = run_quotes(&s.stack.core_url, 20, 3, Duration::from_secs(30)).await;
 
-    let mean = |runs: &[std::collections::BTreeMap<String, common::Result1>], insurer: &str| {
-        runs.iter().map(|r| r[insurer].after).sum::<Duration>() / runs.len() as u32
+    // The fastest of 3: a load spike on this small machine can only slow a run down.
+    let fastest = |runs: &[std::collections::BTreeMap<String, common::InsurerResult>], insurer: &str| {
+        runs.iter().map(|r| r[insurer].after).min().unwrap()
     };
-    let (before, after) = (mean(&baseline, FAULTY.name), mean(&delayed, FAULTY.name));
+    let (before, after) = (fastest(&baseline, FAULTY.name), fastest(&delayed, FAULTY.name));
     let added = after.saturating_sub(before);
     eprintln!(
-        "MEASURED tcp latency {}ms on every answer of {}: offer after {} (mean of 3) vs {} without; added {} \
+        "MEASURED tcp latency {}ms on every answer of {}: offer after {} (fastest of 3) vs {} without; added {} \
          (create + first poll = 2 answers = {}ms expected)",
         latency.as_millis(),
         FAULTY.name,
@@ -83,8 +84,13 @@ async fn added_latency_delays_offers_accordingly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_resets_are_retried_and_quotes_complete() {
     let _shared = TIMING.read().await;
-    // The manifest allows enough attempts to outlast a short burst of resets.
-    let s = setup(Duration::from_secs(20), "  retry: {maxAttempts: 10, initialBackoff: 200ms, maxBackoff: 1s}\n").await;
+    // The manifest allows enough attempts to outlast a short burst of resets, and a breaker
+    // window wider than the burst: this test is about retries (the breaker has its own tests).
+    let s = setup(
+        Duration::from_secs(20),
+        "  retry: {maxAttempts: 10, initialBackoff: 200ms, maxBackoff: 1s}\n  circuitBreaker: {windowSize: 200}\n",
+    )
+    .await;
     run_quotes(&s.stack.core_url, 0, 1, Duration::from_secs(30)).await;
     let before = s.sandbox.requests(FAULTY.name).await;
 
@@ -109,12 +115,14 @@ async fn connection_resets_are_retried_and_quotes_complete() {
     let runs = quotes.await.unwrap();
 
     let reached = s.sandbox.requests(FAULTY.name).await - before;
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("SELECT attempts FROM tasks t JOIN applications a ON a.id = t.application_id WHERE insurer = $1 ORDER BY a.created_at DESC LIMIT 3")
-            .bind(FAULTY.name)
-            .fetch_all(&s.stack.aggregator_pool)
-            .await
-            .unwrap();
+    let attempts: Vec<i32> = sqlx::query_scalar(
+        "SELECT attempts FROM tasks t JOIN applications a ON a.id = t.application_id WHERE insurer = $1 \
+         ORDER BY a.created_at DESC LIMIT 3",
+    )
+    .bind(FAULTY.name)
+    .fetch_all(&s.stack.aggregator_pool)
+    .await
+    .unwrap();
     let recovered = slowest(&runs, FAULTY.name);
     let last_offer_after_heal = common::last_arrival(&runs, FAULTY.name).saturating_duration_since(healed);
     eprintln!(
@@ -135,7 +143,7 @@ async fn connection_resets_are_retried_and_quotes_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_hole_times_out_while_healthy_insurers_stay_fast() {
     let _timing = TIMING.write().await;
-    let quote = Duration::from_secs(6);
+    let quote = Duration::from_secs(5);
     let s = setup(quote, "").await;
     run_quotes(&s.stack.core_url, 0, 1, Duration::from_secs(30)).await;
     let baseline = run_quotes(&s.stack.core_url, 10, 3, Duration::from_secs(30)).await;
@@ -171,8 +179,7 @@ async fn black_hole_times_out_while_healthy_insurers_stay_fast() {
     }
     assert_eq!(reached, 0, "nothing passes a black hole");
     assert!(calls.iter().all(|&c| c >= 2), "timed-out calls are retried until the deadline: {calls:?}");
-    // core-app expires at the deadline + 1 s grace at the latest.
-    assert!(completed <= quote + Duration::from_secs(4), "complete by the deadline, took {completed:?}");
+    assert!(completed <= common::by_deadline(quote), "complete by the deadline, took {completed:?}");
     for healthy in HEALTHY {
         let (b, d) = (slowest(&baseline, healthy.name), slowest(&runs, healthy.name));
         eprintln!(
@@ -191,7 +198,7 @@ async fn black_hole_times_out_while_healthy_insurers_stay_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_complete_or_time_out_cleanly() {
     let _shared = TIMING.read().await;
-    let quote = Duration::from_secs(6);
+    let quote = Duration::from_secs(5);
     let s = setup(quote, "").await;
     run_quotes(&s.stack.core_url, 0, 1, Duration::from_secs(30)).await;
 
@@ -233,7 +240,7 @@ async fn slow_bodies_complete_or_time_out_cleanly() {
         let status = r[FAULTY.name].status.as_str();
         assert!(status == "expired" || status == "failed", "a call that cannot finish times out: {status}");
     }
-    assert!(completed <= quote + Duration::from_secs(4), "complete by the deadline, took {completed:?}");
+    assert!(completed <= common::by_deadline(quote), "complete by the deadline, took {completed:?}");
     for healthy in HEALTHY {
         assert_eq!(statuses(&slower, healthy.name), [("offer".to_string(), 2)].into());
     }

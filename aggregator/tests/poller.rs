@@ -5,7 +5,7 @@
 //! one task keep a second apart; shutdown releases what it cannot finish. Plus: every
 //! example manifest matches a sandbox personality.
 
-use aggregator::clients::{self, CallError, Created, InsurerApi, Polled};
+use aggregator::clients::{self, Breaker, CallContext, CallError, Created, InsurerApi, Polled};
 use aggregator::db::MIGRATOR;
 use aggregator::poller::{self, PollerSettings};
 use crds::{ApiStyle, AuthType, InsurerIntegration};
@@ -537,14 +537,23 @@ struct Recording {
 }
 
 impl InsurerApi for Recording {
-    fn create<'a>(&'a self, key: &'a str, request: &'a QuoteRequest) -> BoxFuture<'a, Result<Created, CallError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        request: &'a QuoteRequest,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Created, CallError>> {
         self.calls.lock().unwrap().push((key.to_string(), Instant::now()));
-        self.inner.create(key, request)
+        self.inner.create(key, request, ctx)
     }
 
-    fn poll<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Polled, CallError>> {
+    fn poll<'a>(&'a self, reference: &'a str, ctx: &'a CallContext) -> BoxFuture<'a, Result<Polled, CallError>> {
         self.calls.lock().unwrap().push((reference.to_string(), Instant::now()));
-        self.inner.poll(reference)
+        self.inner.poll(reference, ctx)
+    }
+
+    fn breaker(&self) -> Option<Arc<Breaker>> {
+        self.inner.breaker()
     }
 }
 
@@ -557,7 +566,7 @@ async fn calls_for_one_task_are_at_least_a_second_apart() {
     manifest.spec.polling.initial_delay = crds::Duration::millis(500);
     manifest.spec.polling.interval = crds::Duration::millis(200);
     let api = Arc::new(Recording {
-        inner: clients::for_spec(&manifest.spec, &examples().join("secrets")).unwrap(),
+        inner: clients::for_manifest(&manifest, &examples().join("secrets")).unwrap(),
         calls: Mutex::new(Vec::new()),
     });
     h.start_with(h.settings(manifest), Some(api.clone())).await;
@@ -670,7 +679,7 @@ fn every_example_manifest_matches_a_sandbox_personality() {
             let ours = &spec.rate_limit;
             assert!(ours.requests_per_second <= rps && ours.burst <= burst, "{name}: stay within the insurer's limit");
         }
-        clients::for_spec(spec, &examples().join("secrets")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        clients::for_manifest(&manifest, &examples().join("secrets")).unwrap_or_else(|e| panic!("{name}: {e}"));
         names.push(name);
     }
     let mut expected: Vec<String> = shipped.insurers.iter().map(|p| p.name.clone()).collect();

@@ -28,12 +28,17 @@
 //!   `insurer_breaker_transitions_total{insurer,from,to}`, logs at info, and is published on
 //!   a `watch` channel (the poller's heartbeat pushes it to the registry at once).
 //!
+//! - **Half-open when `openDuration` is over, by itself** (inside a tokio runtime), not
+//!   only when the next call happens to come: the state the registry shows stays true, and
+//!   an intake that refuses quotes while every breaker is open cannot keep them open forever.
+//!
 //! How recloser is driven: results, not calls. Its closures return a recorded outcome; the
 //! HTTP call itself runs outside, under the timeout and the trial cap above. Once open, each
-//! admission asks recloser (a rejected call records nothing); the first one it lets through
-//! after `openDuration` moves it to half-open. Its half-open ring has one slot, holding that
-//! first permitted outcome; the wrapper feeds it the verdict of the trials (success or
-//! failure) and recloser closes or re-opens accordingly.
+//! admission (and the timer at the end of the open wait) asks recloser — a rejected call
+//! records nothing; the first one it lets through after `openDuration` moves it to
+//! half-open. Its half-open ring has one slot, holding that first permitted outcome; the
+//! wrapper feeds it the verdict of the trials (success or failure) and recloser closes or
+//! re-opens accordingly.
 //!
 //! Each poller replica has its own breaker; the registry shows the state its replicas last
 //! reported.
@@ -41,7 +46,7 @@
 use super::CallError;
 use recloser::{RECLOSER_EVENT, Recloser};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::field::{Field, Visit};
@@ -167,6 +172,8 @@ impl From<Rejected> for CallError {
 
 /// A circuit breaker over one insurer's calls.
 pub struct Breaker {
+    /// This breaker, for the timer that ends the open wait.
+    me: Weak<Breaker>,
     insurer: String,
     settings: BreakerSettings,
     inner: Mutex<Inner>,
@@ -213,7 +220,8 @@ impl Breaker {
         });
         metrics::gauge!("insurer_breaker_state", "insurer" => insurer.to_string()).set(BreakerState::Closed.gauge());
         let (state, _) = watch::channel(BreakerState::Closed);
-        Arc::new(Breaker {
+        Arc::new_cyclic(|me| Breaker {
+            me: me.clone(),
             insurer: insurer.to_string(),
             settings,
             inner: Mutex::new(Inner {
@@ -341,6 +349,37 @@ impl Breaker {
         }
     }
 
+    /// At the end of the open wait that began with `generation`, moves to half-open unless
+    /// a call did already. Needs a tokio runtime; without one, the next call does it.
+    fn half_open_later(&self, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let me = self.me.clone();
+        let wait = self.settings.open_duration;
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            // recloser's own wait started a moment before ours; it ends any time now.
+            while me.upgrade().is_some_and(|breaker| !breaker.try_half_open(generation)) {
+                tokio::time::sleep(MIN_RETRY_IN).await;
+            }
+        });
+    }
+
+    /// Asks recloser whether the open wait of `generation` is over, moving to half-open if so.
+    /// True when there is nothing more to do.
+    fn try_half_open(&self, generation: u64) -> bool {
+        let mut inner = self.lock();
+        if inner.state != BreakerState::Open || inner.generation != generation {
+            return true;
+        }
+        match self.feed(&mut inner, false) {
+            Some(to) => {
+                self.transition(&mut inner, to);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn transition(&self, inner: &mut Inner, to: BreakerState) {
         let from = inner.state;
         if from == to {
@@ -352,6 +391,7 @@ impl Breaker {
         inner.trials_succeeded = 0;
         if to == BreakerState::Open {
             inner.opened_at = Instant::now();
+            self.half_open_later(inner.generation);
         }
         let insurer = self.insurer.clone();
         metrics::gauge!("insurer_breaker_state", "insurer" => insurer.clone()).set(to.gauge());
@@ -561,12 +601,12 @@ mod tests {
     #[test]
     fn the_threshold_is_a_rate_over_the_window() {
         let breaker = Breaker::new("t-rate", settings(4, 1, 60_000));
-        // Alternating: half the window fails, which reaches 50 %.
-        for (i, result) in [OK, FAIL, OK, OK, FAIL].into_iter().enumerate() {
+        // The window is judged from the 5th call on: 1 of the last 4 failed (25 %), twice.
+        for (i, result) in [OK, FAIL, OK, OK, OK, FAIL].into_iter().enumerate() {
             call(&breaker, result).unwrap();
             assert_eq!(breaker.state(), BreakerState::Closed, "call {i}");
         }
-        // Window now OK, OK, FAIL + this one: 2 of 4 failed → 50 % → open.
+        // Last four: OK, OK, FAIL, FAIL → 50 % → open.
         call(&breaker, FAIL).unwrap();
         assert_eq!(breaker.state(), BreakerState::Open);
     }
@@ -646,6 +686,55 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
         breaker.admit().unwrap().record(&Err::<(), _>(CallError::RateLimited { retry_after: None }));
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        call(&breaker, OK).unwrap();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    /// A subscriber that wants nothing, like a production one filtering at `warn`.
+    struct Deaf;
+
+    impl tracing::Subscriber for Deaf {
+        fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+            Interest::never()
+        }
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            false
+        }
+        fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+            Some(tracing::level_filters::LevelFilter::OFF)
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    #[test]
+    fn transitions_are_seen_whatever_the_application_logs() {
+        tracing::subscriber::with_default(Deaf, || {
+            let breaker = opened(1, 1, 20);
+            std::thread::sleep(Duration::from_millis(30));
+            call(&breaker, OK).unwrap();
+            assert_eq!(breaker.state(), BreakerState::Closed);
+        });
+    }
+
+    #[tokio::test]
+    async fn the_open_wait_ends_in_half_open_without_a_call() {
+        let breaker = Breaker::new("t-timer", settings(1, 1, 50));
+        let mut states = breaker.subscribe();
+        call(&breaker, FAIL).unwrap();
+        call(&breaker, FAIL).unwrap();
+        assert_eq!(*states.borrow_and_update(), BreakerState::Open);
+        let opened = Instant::now();
+        tokio::time::timeout(Duration::from_secs(1), states.changed()).await.unwrap().unwrap();
+        assert_eq!(*states.borrow(), BreakerState::HalfOpen);
+        let took = opened.elapsed();
+        assert!(took >= Duration::from_millis(50) && took < Duration::from_millis(150), "{took:?}");
         call(&breaker, OK).unwrap();
         assert_eq!(breaker.state(), BreakerState::Closed);
     }

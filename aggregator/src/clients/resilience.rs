@@ -17,10 +17,10 @@
 //! `max(1, ⌊B / N⌋)`. Together the replicas' calls conform to a token bucket of rate R
 //! and depth B: an insurer that enforces (R, B) itself — as a GCRA or token bucket, like
 //! the sandbox — never has a reason to answer 429, and in any window of `t` seconds it sees
-//! at most `B + R × t` calls (in any one-second window at most `B + R`, and in steady state
-//! R per second). The margin keeps that true at the insurer's end even when the network
-//! delays one call a little more than the next, which would otherwise make two calls
-//! arrive closer than we sent them. One exception: when B < N each replica still gets a
+//! at most `B + R × t` calls (in any one-second window at most `B + R`; in steady state a
+//! little under R per second). The margin (5 % of the rate) keeps that true at the
+//! insurer's end even when the network delays one call a few milliseconds more than the
+//! next, which would otherwise make two calls arrive closer than we sent them. One exception: when B < N each replica still gets a
 //! burst of 1, so the burst is N. Calls wait for their permit in line (with up to
 //! [`RATE_LIMIT_JITTER`] added to each wait, so waiters do not wake in a herd); the permit
 //! is taken right before sending, so the jitter never brings two calls closer.
@@ -199,7 +199,6 @@ impl Resilience {
         let _in_flight = InFlight::new(&self.insurer);
         let started = Instant::now();
         let result = tokio::time::timeout(self.retry.attempt_timeout, attempt).await.unwrap_or(Err(CallError::Timeout));
-        permit.record(&result);
         metrics::histogram!(
             "insurer_call_duration_seconds",
             "insurer" => self.insurer.clone(),
@@ -207,6 +206,8 @@ impl Resilience {
         )
         .record(started.elapsed().as_secs_f64());
         self.count(call, &result);
+        // Counted first, so that a transition this result causes finds it in the metrics.
+        permit.record(&result);
         result
     }
 

@@ -160,8 +160,9 @@ impl RetryBudget {
     /// Takes a token for a retry; false when there is none.
     pub fn try_withdraw(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Fifths of a token add up to slightly less than one in floating point.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false

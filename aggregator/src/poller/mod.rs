@@ -5,10 +5,20 @@
 //! task), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`; an expired lease is
 //! claimable again, so a killed replica's tasks are taken over), and runs one *step* per
 //! claimed task — create the calculation or poll it — with at most
-//! `rateLimit.maxConcurrent` steps in flight. A step ends by writing the task back:
-//! progress and the next due time, or the final outcome together with its outbox event
-//! in one transaction (`store`). What a result means is decided by pure functions
-//! ([`transition`], [`schedule`]).
+//! `rateLimit.maxConcurrent` steps in flight. The calls go through the insurer's
+//! protections (`clients::resilience`: retry, circuit breaker, rate limit, bulkhead) and
+//! must end by the step's deadline: the task's own deadline, or the lease's end, whichever
+//! comes first (a call still running at the task's deadline is cut off and the task
+//! expires). A step ends by writing the task back: progress and the next due time, or the
+//! final outcome together with its outbox event in one transaction (`store`). What a
+//! result means is decided by pure functions ([`transition`], [`schedule`]).
+//!
+//! The heartbeat carries the circuit breaker's state to the registry, and is sent at once
+//! when the state changes, not only every [`HEARTBEAT_EVERY`].
+//!
+//! Metrics: `insurer_tasks_in_flight{insurer}` (steps running) and
+//! `insurer_time_to_offer_seconds{insurer}` (from the application's arrival to its offer
+//! being written); the calls' own metrics come from `clients::resilience`.
 //!
 //! Logs carry the insurer and the task (= quote) id, never application data or insurers'
 //! messages, which may echo it.
@@ -17,7 +27,7 @@ pub mod schedule;
 mod store;
 pub mod transition;
 
-use crate::clients::{self, CallError, InsurerApi};
+use crate::clients::{self, Breaker, BreakerState, CallContext, CallError, InsurerApi};
 use crate::registry::{self, HEARTBEAT_EVERY, TASKS_CHANNEL};
 use anyhow::Context;
 use crds::InsurerIntegration;
@@ -92,7 +102,7 @@ impl PollerSettings {
 /// Fails at start when the credentials or the base URL are unusable or the database is
 /// unreachable; afterwards, errors are logged and retried.
 pub async fn run(settings: PollerSettings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let api = clients::for_spec(&settings.manifest.spec, &settings.secrets_dir)
+    let api = clients::for_manifest(&settings.manifest, &settings.secrets_dir)
         .with_context(|| format!("insurer {}", settings.manifest.name()))?;
     run_with_api(settings, api, shutdown).await
 }
@@ -120,18 +130,20 @@ pub async fn run_with_api(
     let wake = Arc::new(Notify::new());
     let mut listener = PgListener::connect_with(&pool).await.context("connecting the task listener")?;
     listener.listen(TASKS_CHANNEL).await.context("listening for tasks")?;
-    let heartbeat = Heartbeat::of(&manifest);
+    let heartbeat = Heartbeat::of(&manifest, ctx.api.breaker());
     heartbeat.send(&pool).await.context("registering the insurer")?;
     let listening = tokio::spawn(listen(listener, insurer.clone(), wake.clone()).in_current_span());
     let beating = tokio::spawn(heartbeat.repeat(pool.clone()).in_current_span());
     info!(%insurer, replica = %replica_id, max_in_flight, lease_ms = lease.as_millis() as u64, "poller started");
 
     let mut in_flight = JoinSet::new();
+    let tasks_in_flight = metrics::gauge!("insurer_tasks_in_flight", "insurer" => insurer.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while let Some(done) = in_flight.try_join_next() {
             report(&insurer, done);
         }
+        tasks_in_flight.set(in_flight.len() as f64);
         let free = max_in_flight.saturating_sub(in_flight.len());
         let mut pause = fallback_tick;
         if free > 0 {
@@ -142,6 +154,7 @@ pub async fn run_with_api(
                         let span = info_span!("task", %insurer, task = %task.application_id);
                         in_flight.spawn(ctx.clone().run(task).instrument(span));
                     }
+                    tasks_in_flight.set(in_flight.len() as f64);
                     // When every slot was filled, a finishing step wakes the loop instead.
                     if !more_may_be_due {
                         match store::next_due(&pool, &insurer).await {
@@ -179,6 +192,7 @@ pub async fn run_with_api(
         Err(error) => warn!(%insurer, %error, "releasing leases failed; they run out by themselves"),
     }
     beating.abort();
+    tasks_in_flight.set(0.0);
     info!(%insurer, "poller stopped");
     Ok(())
 }
@@ -214,28 +228,42 @@ struct Heartbeat {
     display_name: String,
     suspended: bool,
     quote_timeout: Duration,
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl Heartbeat {
-    fn of(manifest: &InsurerIntegration) -> Self {
+    fn of(manifest: &InsurerIntegration, breaker: Option<Arc<Breaker>>) -> Self {
         Heartbeat {
             name: manifest.name().to_string(),
             display_name: manifest.spec.display_name.clone(),
             suspended: manifest.spec.suspend,
             quote_timeout: manifest.spec.timeouts.quote.get(),
+            breaker,
         }
     }
 
     async fn send(&self, pool: &PgPool) -> sqlx::Result<()> {
-        // The circuit breaker is not there yet: always closed.
-        registry::heartbeat(pool, &self.name, &self.display_name, self.suspended, "closed", self.quote_timeout).await
+        let state = self.breaker.as_ref().map_or(BreakerState::Closed, |b| b.state());
+        registry::heartbeat(pool, &self.name, &self.display_name, self.suspended, state.as_str(), self.quote_timeout)
+            .await
     }
 
+    /// Every [`HEARTBEAT_EVERY`], and at once whenever the breaker changes state.
     async fn repeat(self, pool: PgPool) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.breaker.as_ref().map(|b| b.subscribe());
         loop {
-            ticks.tick().await;
+            let changed = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ticks.tick() => {}
+                still = changed => if !still { changes = None },
+            }
             if let Err(error) = self.send(&pool).await {
                 warn!(insurer = %self.name, %error, "heartbeat failed");
             }
@@ -257,34 +285,47 @@ struct Step {
 impl Step {
     /// One step of one claimed task: call the insurer, decide, write back.
     async fn run(self: Arc<Self>, task: store::ClaimedTask) {
+        let started = tokio::time::Instant::now();
         let attempts = u32::try_from(task.attempts).unwrap_or(0);
         let id = task.application_id;
+        let age = Duration::try_from_secs_f64(task.age).unwrap_or_default();
+        let deadline = started + Duration::try_from_secs_f64(task.deadline_in).unwrap_or_default();
+        let lease_end = started + self.budget;
+        let ctx = CallContext::new(deadline.min(lease_end));
         let transition = if task.expired {
             transition::expired(attempts)
         } else {
-            match tokio::time::timeout(self.budget, self.call(task, attempts)).await {
+            match tokio::time::timeout_at(ctx.until(), self.call(task, attempts, &ctx)).await {
                 Ok(transition) => transition,
-                Err(_) => transition::after_error(&self.schedule, attempts.saturating_add(1), CallError::Timeout),
+                // The quote's deadline came first: whatever the call would have said is too late.
+                Err(_) if deadline <= lease_end => transition::expired(attempts + ctx.calls()),
+                Err(_) => transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout),
             }
         };
-        self.write(id, transition).await;
+        self.write(id, transition, age + started.elapsed()).await;
     }
 
-    async fn call(&self, task: store::ClaimedTask, attempts: u32) -> Transition {
+    async fn call(&self, task: store::ClaimedTask, attempts: u32, ctx: &CallContext) -> Transition {
+        // Every call made counts; a result without any (a test double) counts as one.
+        let counted =
+            |result_is_rejection: bool| attempts + if result_is_rejection { ctx.calls() } else { ctx.calls().max(1) };
         if let Some(reference) = &task.insurer_ref {
-            return transition::after_poll(&self.schedule, attempts, self.api.poll(reference).await);
+            let result = self.api.poll(reference, ctx).await;
+            return transition::after_poll(&self.schedule, counted(is_rejection(&result)), result);
         }
         let request = task.request.and_then(|json| serde_json::from_value::<QuoteRequest>(json.0).ok());
         let Some(request) = request else {
             return transition::unreadable_request(attempts);
         };
         let key = clients::task_key(&self.insurer, task.application_id);
-        transition::after_create(&self.schedule, attempts, self.api.create(&key, &request).await)
+        let result = self.api.create(&key, &request, ctx).await;
+        transition::after_create(&self.schedule, counted(is_rejection(&result)), result)
     }
 
-    async fn write(&self, id: Uuid, transition: Transition) {
+    /// Writes the step's result; `age` is how long ago the application arrived.
+    async fn write(&self, id: Uuid, transition: Transition, age: Duration) {
         for tries in 1..=WRITE_TRIES {
-            match self.write_once(id, &transition).await {
+            match self.write_once(id, &transition, age).await {
                 Ok(()) => return,
                 Err(error) if tries < WRITE_TRIES => {
                     warn!(%error, tries, "writing the task back failed; retrying");
@@ -297,7 +338,7 @@ impl Step {
         }
     }
 
-    async fn write_once(&self, id: Uuid, transition: &Transition) -> sqlx::Result<()> {
+    async fn write_once(&self, id: Uuid, transition: &Transition, age: Duration) -> sqlx::Result<()> {
         let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
         match transition {
             Transition::Reschedule { insurer_ref, attempts, wait, cause } => {
@@ -310,6 +351,7 @@ impl Step {
                     Cause::Pending if insurer_ref.is_some() => debug!(wait_ms, "created; calculating"),
                     Cause::Pending => debug!(attempts, wait_ms, "still calculating"),
                     Cause::Failure(error) => warn!(%error, attempts, wait_ms, "call failed; retrying"),
+                    Cause::BreakerOpen => debug!(attempts, wait_ms, "circuit breaker open; waiting"),
                 }
             }
             Transition::Finish { insurer_ref, attempts, outcome } => {
@@ -319,12 +361,20 @@ impl Step {
                     warn!("lease lost to another replica; outcome dropped");
                     return Ok(());
                 };
+                if matches!(event.outcome, InsurerOutcome::Offer { .. }) {
+                    metrics::histogram!("insurer_time_to_offer_seconds", "insurer" => insurer.to_string())
+                        .record(age.as_secs_f64());
+                }
                 let (status, detail) = describe(&event.outcome);
                 info!(status, detail, version = event.version, attempts, "task finished");
             }
         }
         Ok(())
     }
+}
+
+fn is_rejection<T>(result: &Result<T, CallError>) -> bool {
+    matches!(result, Err(CallError::CircuitOpen { .. }))
 }
 
 /// The outcome for a log line: status and something safe to show — the premium, or the

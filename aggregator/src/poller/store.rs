@@ -21,6 +21,10 @@ pub struct ClaimedTask {
     pub attempts: i32,
     /// The deadline had passed when the task was claimed.
     pub expired: bool,
+    /// Seconds from the claim to the deadline (negative when passed).
+    pub deadline_in: f64,
+    /// Seconds since the application arrived.
+    pub age: f64,
     /// The application, only while the calculation still has to be created.
     pub request: Option<Json<Value>>,
 }
@@ -46,6 +50,8 @@ pub async fn claim(
          FROM due, applications a
          WHERE t.insurer = $1 AND t.application_id = due.application_id AND a.id = t.application_id
          RETURNING t.application_id, t.insurer_ref, t.attempts, t.deadline <= now() AS expired,
+                   EXTRACT(EPOCH FROM t.deadline - now())::float8 AS deadline_in,
+                   EXTRACT(EPOCH FROM now() - a.created_at)::float8 AS age,
                    CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request",
     )
     .bind(insurer)

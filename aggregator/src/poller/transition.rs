@@ -1,14 +1,25 @@
 //! What one call's result does to a task: the pure core of a poller step.
 //!
 //! Terminal: an offer, a decline, the insurer's calculation error, a 4xx from the
-//! insurer, a body we do not understand. Transient (transport, timeout, 429, 5xx): try
-//! again later. The deadline is applied by the store (a wait never reaches past it) and
-//! at claim time (a task claimed after its deadline expires without a call).
+//! insurer, a body we do not understand, and a *create* the circuit breaker rejected while
+//! open (`failed` with reason `circuit_open`: the insurer is failing, so the customer hears
+//! it now rather than at the deadline). Transient (transport, timeout, 429, 5xx): try
+//! again later. A poll the breaker rejected (the calculation exists at the insurer) waits
+//! for the breaker — until half-open, or the deadline. The deadline is applied by the store
+//! (a wait never reaches past it), at claim time (a task claimed after its deadline
+//! expires without a call) and by the step itself (a call still running at the deadline is
+//! cut off and the task expires).
+//!
+//! `attempts` is every HTTP call made for the task so far, this step's included (retries
+//! within the step too; calls the breaker rejected were never made and do not count).
 
 use super::schedule::Schedule;
 use crate::clients::{CallError, Created, Polled};
 use domain::events::InsurerOutcome;
 use std::time::Duration;
+
+/// The reason of a task failed because the insurer's circuit breaker is open.
+pub const CIRCUIT_OPEN: &str = "circuit_open";
 
 /// The new state of a task after one step.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,11 +43,12 @@ pub enum Cause {
     Pending,
     /// A transient failure, as `CallError`'s (safe) `Display`.
     Failure(String),
+    /// The circuit breaker did not let the call through; nothing was sent.
+    BreakerOpen,
 }
 
-/// After a create (`attempts` counts the calls made before it).
+/// After a create.
 pub fn after_create(schedule: &Schedule, attempts: u32, result: Result<Created, CallError>) -> Transition {
-    let attempts = attempts.saturating_add(1);
     match result {
         Ok(Created { reference, status: Polled::Pending { retry_after } }) => Transition::Reschedule {
             insurer_ref: Some(reference),
@@ -45,13 +57,17 @@ pub fn after_create(schedule: &Schedule, attempts: u32, result: Result<Created, 
             cause: Cause::Pending,
         },
         Ok(Created { reference, status }) => finished(Some(reference), attempts, status),
+        Err(CallError::CircuitOpen { half_open: false, .. }) => Transition::Finish {
+            insurer_ref: None,
+            attempts,
+            outcome: InsurerOutcome::Failed { reason: CIRCUIT_OPEN.into() },
+        },
         Err(error) => after_error(schedule, attempts, error),
     }
 }
 
-/// After a poll (`attempts` counts the calls made before it, the create included).
+/// After a poll.
 pub fn after_poll(schedule: &Schedule, attempts: u32, result: Result<Polled, CallError>) -> Transition {
-    let attempts = attempts.saturating_add(1);
     match result {
         Ok(Polled::Pending { retry_after }) => Transition::Reschedule {
             insurer_ref: None,
@@ -65,21 +81,23 @@ pub fn after_poll(schedule: &Schedule, attempts: u32, result: Result<Polled, Cal
     }
 }
 
-/// After a call that failed or never finished; `attempts` includes that call.
+/// After a call that failed, never finished, or was not let through.
 pub fn after_error(schedule: &Schedule, attempts: u32, error: CallError) -> Transition {
-    if error.is_transient() {
-        Transition::Reschedule {
+    match error {
+        CallError::CircuitOpen { retry_in, .. } => {
+            Transition::Reschedule { insurer_ref: None, attempts, wait: retry_in, cause: Cause::BreakerOpen }
+        }
+        error if error.is_transient() => Transition::Reschedule {
             insurer_ref: None,
             attempts,
             wait: schedule.after_failure(attempts, error.retry_after()),
             cause: Cause::Failure(error.to_string()),
-        }
-    } else {
-        Transition::Finish {
+        },
+        error => Transition::Finish {
             insurer_ref: None,
             attempts,
             outcome: InsurerOutcome::Failed { reason: error.failure_reason() },
-        }
+        },
     }
 }
 
@@ -153,27 +171,38 @@ mod tests {
     fn creates() {
         let s = schedule();
         let created = |status| Ok(Created { reference: "R".into(), status });
+        let open = |half_open| CallError::CircuitOpen { half_open, retry_in: ms(700) };
         let cases: Vec<(u32, Result<Created, CallError>, Transition)> = vec![
-            (0, created(Polled::PENDING), reschedule(Some("R"), 1, ms(500), Cause::Pending)),
+            (1, created(Polled::PENDING), reschedule(Some("R"), 1, ms(500), Cause::Pending)),
             (
-                0,
+                1,
                 created(Polled::Pending { retry_after: Some(ms(3000)) }),
                 reschedule(Some("R"), 1, ms(3000), Cause::Pending),
             ),
-            (0, created(Polled::Offer(offer())), finish(Some("R"), 1, InsurerOutcome::Offer { offer: offer() })),
+            (1, created(Polled::Offer(offer())), finish(Some("R"), 1, InsurerOutcome::Offer { offer: offer() })),
             (
-                2,
+                3,
                 created(Polled::Declined("taxis are not insured".into())),
                 finish(Some("R"), 3, InsurerOutcome::Declined { reason: "taxis are not insured".into() }),
             ),
             (
-                0,
+                1,
                 Err(CallError::Server { status: 503, retry_after: None }),
                 reschedule(None, 1, ms(1000), Cause::Failure("insurer server error HTTP 503".into())),
             ),
-            (4, Err(CallError::Timeout), reschedule(None, 5, ms(3200), Cause::Failure("timed out".into()))),
+            (5, Err(CallError::Timeout), reschedule(None, 5, ms(3200), Cause::Failure("timed out".into()))),
+            // In-step retries count: three calls made, the next step backs off accordingly.
             (
-                0,
+                3,
+                Err(CallError::Connect("refused".into())),
+                reschedule(None, 3, ms(1000), Cause::Failure("could not connect: refused".into())),
+            ),
+            // The breaker is open: a new task fails at once; half-open, it waits for the trials.
+            (0, Err(open(false)), finish(None, 0, InsurerOutcome::Failed { reason: CIRCUIT_OPEN.into() })),
+            (2, Err(open(false)), finish(None, 2, InsurerOutcome::Failed { reason: CIRCUIT_OPEN.into() })),
+            (0, Err(open(true)), reschedule(None, 0, ms(700), Cause::BreakerOpen)),
+            (
+                1,
                 Err(CallError::Client { status: 400, message: "policy.start_date: in the past".into() }),
                 finish(
                     None,
@@ -191,14 +220,25 @@ mod tests {
     fn polls() {
         let s = schedule();
         let cases: Vec<(u32, Result<Polled, CallError>, Transition)> = vec![
-            (1, Ok(Polled::PENDING), reschedule(None, 2, ms(1000), Cause::Pending)),
-            (2, Ok(Polled::PENDING), reschedule(None, 3, ms(1500), Cause::Pending)),
-            (3, Ok(Polled::PENDING), reschedule(None, 4, ms(2250), Cause::Pending)),
-            (9, Ok(Polled::PENDING), reschedule(None, 10, ms(5000), Cause::Pending)),
-            (1, Ok(Polled::Pending { retry_after: Some(ms(2500)) }), reschedule(None, 2, ms(2500), Cause::Pending)),
-            (4, Ok(Polled::Offer(offer())), finish(None, 5, InsurerOutcome::Offer { offer: offer() })),
+            (2, Ok(Polled::PENDING), reschedule(None, 2, ms(1000), Cause::Pending)),
+            (3, Ok(Polled::PENDING), reschedule(None, 3, ms(1500), Cause::Pending)),
+            (4, Ok(Polled::PENDING), reschedule(None, 4, ms(2250), Cause::Pending)),
+            (10, Ok(Polled::PENDING), reschedule(None, 10, ms(5000), Cause::Pending)),
+            (2, Ok(Polled::Pending { retry_after: Some(ms(2500)) }), reschedule(None, 2, ms(2500), Cause::Pending)),
+            (5, Ok(Polled::Offer(offer())), finish(None, 5, InsurerOutcome::Offer { offer: offer() })),
+            // A calculation that exists waits for the breaker, open or half-open, until the deadline.
             (
-                1,
+                4,
+                Err(CallError::CircuitOpen { half_open: false, retry_in: ms(1200) }),
+                reschedule(None, 4, ms(1200), Cause::BreakerOpen),
+            ),
+            (
+                4,
+                Err(CallError::CircuitOpen { half_open: true, retry_in: ms(500) }),
+                reschedule(None, 4, ms(500), Cause::BreakerOpen),
+            ),
+            (
+                2,
                 Ok(Polled::Failed("calculation service unavailable".into())),
                 finish(
                     None,
@@ -207,17 +247,17 @@ mod tests {
                 ),
             ),
             (
-                1,
+                2,
                 Err(CallError::RateLimited { retry_after: Some(ms(4000)) }),
                 reschedule(None, 2, ms(4000), Cause::Failure("rate limited by the insurer, retry after 4000ms".into())),
             ),
             (
-                1,
-                Err(CallError::Transport("connection refused".into())),
-                reschedule(None, 2, ms(1000), Cause::Failure("transport error: connection refused".into())),
+                2,
+                Err(CallError::Transport("connection reset".into())),
+                reschedule(None, 2, ms(1000), Cause::Failure("transport error: connection reset".into())),
             ),
             (
-                3,
+                4,
                 Err(CallError::Protocol("unknown calculation status \"X\"".into())),
                 finish(
                     None,

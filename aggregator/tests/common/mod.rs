@@ -134,6 +134,15 @@ impl Sandbox {
 /// The first poll comes this long after the offer is ready, so it finds the offer.
 pub const FIRST_POLL_MARGIN: Duration = Duration::from_millis(100);
 
+/// core-app's grace after a quote's deadline in [`Stack`].
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The latest a quote with deadline `quote` may complete: the deadline, core-app's grace, and
+/// slack for a loaded 2-core machine. Without a working deadline it would never complete.
+pub fn by_deadline(quote: Duration) -> Duration {
+    quote + GRACE + Duration::from_secs(5)
+}
+
 /// How a poller calls one insurer: its manifest.
 #[derive(Debug, Clone)]
 pub struct PollerSpec {
@@ -265,11 +274,7 @@ impl Stack {
             topic: topic.clone(),
             consumer_group: testkit::unique_name("faults_core"),
             aggregator: AggregatorClient::new(&aggregator_url, TOKEN, Duration::from_secs(3)).unwrap(),
-            api: ApiSettings {
-                deadline_grace: Duration::from_secs(1),
-                client_rate: (1000, 1000),
-                ..ApiSettings::default()
-            },
+            api: ApiSettings { deadline_grace: GRACE, client_rate: (1000, 1000), ..ApiSettings::default() },
         };
         tokio::spawn(core_app::serve(settings, l, stopped(&stop)));
         let stack = Stack { core_url, aggregator_url, aggregator_pool, core_pool, topic, stop };
@@ -306,13 +311,14 @@ where
 /// application) distinct.
 pub fn body(n: usize) -> Value {
     let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
+    let licence = format!("77{:02} {:06}", n % 100, 123_456 + n / 100);
     json!({
         "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2023, "power_hp": 106,
                     "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
         "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
                   "passport": "4510 123456", "region": "77"},
         "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": format!("77{:02} {:06}", n % 100, 123_456 + n / 100), "experience_since": "2005-06-01"}],
+                     "licence": licence, "experience_since": "2005-06-01"}],
         "unlimited_drivers": false,
         "policy": {"start_date": start, "period_months": 12}
     })
@@ -419,6 +425,16 @@ impl Stream {
 /// Reads the event stream at `url` (resuming after `last_event_id`) until the server closes
 /// it, the connection breaks, or `timeout`, timestamping every event.
 pub async fn follow(url: &str, last_event_id: Option<&str>, timeout: Duration) -> Stream {
+    follow_counting(url, last_event_id, timeout, None).await
+}
+
+/// [`follow`], publishing the number of events received so far on `received`.
+pub async fn follow_counting(
+    url: &str,
+    last_event_id: Option<&str>,
+    timeout: Duration,
+    received: Option<watch::Sender<usize>>,
+) -> Stream {
     let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap();
     let mut request = client.get(url).header("accept", "text/event-stream");
     if let Some(id) = last_event_id {
@@ -454,6 +470,9 @@ pub async fn follow(url: &str, last_event_id: Option<&str>, timeout: Duration) -
                     let block: String = buffer.drain(..end + 2).collect();
                     if let Some(event) = parse_block(&block) {
                         stream.events.push(Timed { at: Instant::now(), event });
+                        if let Some(received) = &received {
+                            received.send_replace(stream.events.len());
+                        }
                     }
                 }
             }
@@ -509,7 +528,7 @@ pub async fn follow_to_end(quote: &Quote, timeout: Duration) -> (Vec<Timed>, u32
 
 /// One insurer's result at the SSE client.
 #[derive(Debug, Clone)]
-pub struct Result1 {
+pub struct InsurerResult {
     pub status: String,
     pub reason: Option<String>,
     /// From the 201 to the event's arrival.
@@ -521,12 +540,12 @@ pub struct Result1 {
 /// Checks a quote's whole event history as the SSE client saw it: ids strictly increase (no
 /// event twice), one result per insurer of the quote (nothing lost, nothing duplicated), every
 /// result terminal, `complete` last and once. Returns each insurer's result.
-pub fn verify(quote: &Quote, events: &[Timed]) -> BTreeMap<String, Result1> {
+pub fn verify(quote: &Quote, events: &[Timed]) -> BTreeMap<String, InsurerResult> {
     let seqs: Vec<i64> = events.iter().map(Timed::seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "quote {}: event ids not strictly increasing: {seqs:?}", quote.id);
     let (last, results) = events.split_last().unwrap_or_else(|| panic!("quote {}: no events", quote.id));
     assert_eq!(last.event.event, "complete", "quote {}: complete is last: {events:#?}", quote.id);
-    let mut seen: BTreeMap<String, Result1> = BTreeMap::new();
+    let mut seen: BTreeMap<String, InsurerResult> = BTreeMap::new();
     for e in results {
         assert_ne!(e.event.event, "complete", "quote {}: complete twice", quote.id);
         let data = e.event.json();
@@ -537,7 +556,7 @@ pub fn verify(quote: &Quote, events: &[Timed]) -> BTreeMap<String, Result1> {
             "quote {}: {insurer} sent a non-terminal {status}",
             quote.id
         );
-        let result = Result1 {
+        let result = InsurerResult {
             status,
             reason: data["reason"].as_str().map(str::to_string),
             after: e.at.saturating_duration_since(quote.accepted_at),
@@ -556,7 +575,12 @@ pub fn verify(quote: &Quote, events: &[Timed]) -> BTreeMap<String, Result1> {
 }
 
 /// Submits quotes `from..from + n`, follows each to its end and verifies it.
-pub async fn run_quotes(core_url: &str, from: usize, n: usize, timeout: Duration) -> Vec<BTreeMap<String, Result1>> {
+pub async fn run_quotes(
+    core_url: &str,
+    from: usize,
+    n: usize,
+    timeout: Duration,
+) -> Vec<BTreeMap<String, InsurerResult>> {
     let mut followers = Vec::new();
     for i in from..from + n {
         let quote = create(core_url, i).await;
@@ -573,17 +597,17 @@ pub async fn run_quotes(core_url: &str, from: usize, n: usize, timeout: Duration
 }
 
 /// The slowest arrival of `insurer`'s result over `runs`.
-pub fn slowest(runs: &[BTreeMap<String, Result1>], insurer: &str) -> Duration {
+pub fn slowest(runs: &[BTreeMap<String, InsurerResult>], insurer: &str) -> Duration {
     runs.iter().map(|r| r[insurer].after).max().unwrap_or_default()
 }
 
 /// When the last result of `insurer` over `runs` arrived.
-pub fn last_arrival(runs: &[BTreeMap<String, Result1>], insurer: &str) -> Instant {
+pub fn last_arrival(runs: &[BTreeMap<String, InsurerResult>], insurer: &str) -> Instant {
     runs.iter().map(|r| r[insurer].at).max().expect("runs")
 }
 
 /// Counts of each status of `insurer` over `runs`.
-pub fn statuses(runs: &[BTreeMap<String, Result1>], insurer: &str) -> BTreeMap<String, usize> {
+pub fn statuses(runs: &[BTreeMap<String, InsurerResult>], insurer: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for r in runs {
         *counts.entry(r[insurer].status.clone()).or_insert(0) += 1;

@@ -154,10 +154,10 @@ impl Drop for Platform {
         self.core.take();
         self.pollers.clear();
         self.serve.take();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
+        if std::thread::panicking() || std::env::var_os("FAULTS_KEEP_LOGS").is_some() {
             eprintln!("process logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -27,20 +27,26 @@ pub struct Toxiproxy {
     child: Child,
     api: String,
     http: reqwest::Client,
+    log: PathBuf,
 }
 
 impl Drop for Toxiproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("toxiproxy log kept in {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
 impl Toxiproxy {
     pub async fn start() -> Toxiproxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::env::temp_dir().join(format!("toxiproxy-{port}.log"));
-        let log = std::fs::File::create(&log).unwrap();
+        let log_path = std::env::temp_dir().join(format!("toxiproxy-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--"])
             .arg(binary())
@@ -54,6 +60,7 @@ impl Toxiproxy {
             child,
             api: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            log: log_path,
         };
         super::eventually("toxiproxy answers", Duration::from_secs(20), || async {
             proxy.http.get(format!("{}/version", proxy.api)).send().await.is_ok_and(|r| r.status().is_success())
