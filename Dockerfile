@@ -38,9 +38,9 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json $(printf -- '--
 COPY . .
 # librdkafka links zlib dynamically: the builder's copy ships with the binaries.
 RUN cargo build --release --locked $(printf -- '--bin %s ' ${BINARIES}) \
- && mkdir -p /out/bin /out/lib \
+ && mkdir -p /out/bin "/out/lib/$(uname -m)-linux-gnu" \
  && for b in ${BINARIES}; do cp "target/release/$b" /out/bin/; done \
- && cp -L "/lib/$(uname -m)-linux-gnu/libz.so.1" /out/lib/
+ && cp -L "/lib/$(uname -m)-linux-gnu/libz.so.1" "/out/lib/$(uname -m)-linux-gnu/"
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG VERSION=0.1.0

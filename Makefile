@@ -22,7 +22,7 @@ demo-smoke: infra-up build ## Run the platform, submit the sample quote, follow 
 	scripts/demo.sh --smoke
 
 .PHONY: test
-test: lint infra-up browser toxiproxy build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
+test: lint infra-up browser toxiproxy helm k8s-up build ## Everything: fmt, clippy, unit, integration, end-to-end and browser tests
 	scripts/k8s.sh up
 	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
 	scripts/demo.sh --e2e

@@ -54,8 +54,11 @@ pub fn helm_ok(args: &[&str]) -> String {
 }
 
 /// Values files of the chart: the defaults, kind, and external dependencies.
-pub const VALUE_SETS: [(&str, Option<&str>); 3] =
-    [("default", None), ("kind", Some("helm/osago/values-kind.yaml")), ("external", Some("helm/osago/values-external.yaml"))];
+pub const VALUE_SETS: [(&str, Option<&str>); 3] = [
+    ("default", None),
+    ("kind", Some("helm/osago/values-kind.yaml")),
+    ("external", Some("helm/osago/values-external.yaml")),
+];
 
 /// `helm template` of the chart as release `osago` in namespace `osago`, with a values file and
 /// extra arguments, parsed into one JSON value per object.
@@ -96,9 +99,10 @@ pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// The object of a kind and name; panics listing what there is when it is missing.
 pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name).unwrap_or_else(|| {
-        panic!("no {kind}/{name} among: {}", objects.iter().map(id).collect::<Vec<_>>().join(", "))
-    })
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} among: {}", objects.iter().map(id).collect::<Vec<_>>().join(", ")))
 }
 
 /// Pod specs of every workload (Deployment, StatefulSet, Pod), with the workload's id.
@@ -132,7 +136,7 @@ pub fn assert_golden(name: &str, actual: &Value) {
         serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&expected_text).expect("golden file is YAML"))
             .expect("JSON");
     if &expected != actual {
-        let actual_path = path.with_extension("actual.yaml");
+        let actual_path = std::env::temp_dir().join(format!("osago-chart-golden-{name}.actual.yaml"));
         std::fs::write(&actual_path, &rendered).expect("write actual");
         panic!(
             "the chart's {name} objects differ from {}; what it renders now is in {} \
@@ -157,8 +161,7 @@ pub fn rbac_triples(objects: &[&Value]) -> Vec<String> {
             for group in strings("apiGroups") {
                 for resource in strings("resources") {
                     for verb in strings("verbs") {
-                        let resource =
-                            if names.is_empty() { resource.clone() } else { format!("{resource}{names:?}") };
+                        let resource = if names.is_empty() { resource.clone() } else { format!("{resource}{names:?}") };
                         let group = if group.is_empty() { "core".to_string() } else { group.clone() };
                         out.push(format!("{scope} {group} {resource} {verb}"));
                     }

@@ -203,3 +203,10 @@ readinessProbe:
 {{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
 {{- join "," $names -}}
 {{- end }}
+
+{{/* Changes when a credential given in values changes, so the pods using it restart. (Not the
+     rendered Secrets: a first install's generated values are random in any other rendering.) */}}
+{{- define "osago.secretsChecksum" -}}
+{{- $given := dict "secrets" .Values.secrets "auth" .Values.postgresql.auth "external" .Values.externalDatabase "partners" .Values.aggregator.partners "postgresql" .Values.postgresql.enabled -}}
+{{- toJson $given | sha256sum | trunc 16 -}}
+{{- end }}
