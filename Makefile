@@ -12,7 +12,7 @@ INFRA := scripts/infra.sh
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: demo demo-smoke
 demo: infra-up build ## Run the whole platform locally: http://127.0.0.1:8080 (Ctrl-C stops it)
@@ -108,3 +108,14 @@ k8s-down: ## Stop the test API server and etcd (state stays in .infra/k8s; scrip
 	scripts/k8s.sh down
 k8s-status: ## Tell whether the test API server runs
 	scripts/k8s.sh status
+
+# ---------------------------------------------------------------- hostile input
+# fuzz/ is its own Cargo workspace (cargo fuzz, libFuzzer + AddressSanitizer on the stable
+# toolchain); scripts/schemathesis.sh runs schemathesis from a venv in ~/.cache/osago.
+
+.PHONY: fuzz api-fuzz
+fuzz: ## Fuzz the quote request JSON, the identifiers and the tariff, FUZZ_SECONDS (60) per target
+	scripts/fuzz.sh
+
+api-fuzz: infra-up build ## schemathesis against /openapi.json of the local platform: no 5xx, every error problem+json
+	scripts/schemathesis.sh

@@ -7,6 +7,8 @@
 #   scripts/bench.sh           the full benchmark (about 20 minutes on 2 cores)
 #   scripts/bench.sh --quick   the quick regression check (under 5 minutes once built)
 #   scripts/bench.sh [--quick] --parts limits,pipeline,ramp,intake,fanout
+#   BENCH_REF=HEAD scripts/bench.sh --quick   services built from a committed ref instead of
+#                                             the working tree (e.g. to compare before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osago/target}"
@@ -19,8 +21,19 @@ if [[ ! -x /usr/lib/postgresql/15/bin/pgbench ]] && ! ls /usr/lib/postgresql/*/b
   apt-get install -y -q postgresql-contrib >/dev/null
 fi
 
-echo "==> building release binaries (sandbox, aggregator, core-app, bench)"
-cargo build --release --locked -q -p aggregator -p core-app -p bench
+if [[ -n "${BENCH_REF:-}" ]]; then
+  sha=$(git rev-parse --short=12 "$BENCH_REF")
+  src="$HOME/.cache/osago/bench-src/$sha"
+  echo "==> building the services at $BENCH_REF ($sha) in $src"
+  rm -rf "$src" && mkdir -p "$src" && git archive "$BENCH_REF" | tar -x -C "$src"
+  (cd "$src" && cargo build --release --locked -q -p aggregator -p core-app)
+  export BENCH_SOURCE="services built from $BENCH_REF ($sha)"
+else
+  echo "==> building the services from the working tree"
+  cargo build --release --locked -q -p aggregator -p core-app
+  export BENCH_SOURCE="services built from the working tree"
+fi
+cargo build --release --locked -q -p bench
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "==> open-file limit $(ulimit -n); load average $(cut -d' ' -f1-3 /proc/loadavg)"

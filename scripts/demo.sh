@@ -7,6 +7,8 @@
 #   scripts/demo.sh --smoke   submit the sample quote, follow it to complete, print the
 #                             offers, stop; exit 0 only if every insurer answered and ≥3 offered
 #   scripts/demo.sh --e2e     the smoke run, then the browser tests (tests/e2e) against the stack
+#   scripts/demo.sh --exec CMD ARGS...   run CMD against the stack (OSAGO_CORE_URL is core-app's
+#                             URL), stop, and exit with CMD's status
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The same build cache the Makefile uses.
@@ -107,6 +109,10 @@ case "${1:-}" in
     "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
     say "browser tests against http://$CORE_ADDR (screenshots in tests/e2e/artifacts/)"
     OSAGO_E2E_BASE_URL="http://$CORE_ADDR" node --test tests/e2e/quote.spec.mjs
+    exit $? ;;
+  --exec)
+    shift
+    OSAGO_CORE_URL="http://$CORE_ADDR" "$@"
     exit $? ;;
 esac
 wait -n "${pids[@]}"

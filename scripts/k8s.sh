@@ -9,6 +9,7 @@
 #   scripts/k8s.sh down     stop both (idempotent)
 #   scripts/k8s.sh status   running/stopped; exit 0 only if the API server answers
 #   scripts/k8s.sh env      export lines for eval: eval "$(scripts/k8s.sh env)"
+#   scripts/k8s.sh reset    stop both and delete all state (etcd data, keys, kubeconfig)
 #
 # The binaries come from the Go module proxy only: k8s/kubernetes/go.mod requires k8s.io/kubernetes
 # and replaces every staging module with its published twin; k8s/etcd is a one-line main around
@@ -139,11 +140,210 @@ cmd_tools() {
   say "tools: $("$TOOLS_BIN/kubectl" version --client 2>/dev/null | head -1), etcd $("$TOOLS_BIN/etcd" --version | head -1 | awk '{print $3}') in $TOOLS_BIN"
 }
 
+# ---------------------------------------------------------------- cluster
+
+ETCD_PID="$STATE/etcd.pid"
+API_PID="$STATE/kube-apiserver.pid"
+ETCD_LOG="$STATE/etcd.log"
+API_LOG="$STATE/kube-apiserver.log"
+PKI="$STATE/pki"
+
+api_ready() {
+  [[ -f $ADMIN_TOKEN_FILE && -f $PKI/ca.crt ]] || return 1
+  curl -fsS --max-time 3 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$ADMIN_TOKEN_FILE")" \
+    "https://$HOST:$API_PORT/readyz" >/dev/null 2>&1
+}
+
+etcd_ready() {
+  curl -fsS --max-time 3 "http://$HOST:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"'
+}
+
+running() {
+  [[ -f $1 ]] && pid_alive "$(cat "$1")"
+}
+
+# A CA, a serving certificate for 127.0.0.1/localhost, the service-account key pair, the admin token.
+make_credentials() {
+  mkdir -p "$PKI"
+  chmod 700 "$STATE" "$PKI"
+  if [[ ! -f $PKI/sa.pub ]]; then
+    say "creating a CA, a serving certificate and the service-account key pair in $PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=osago-test-ca" \
+      -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+      -keyout "$PKI/apiserver.key" -out "$PKI/apiserver.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc" \
+      "extendedKeyUsage=serverAuth" >"$PKI/apiserver.ext"
+    openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+      -days 3650 -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt" 2>/dev/null
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  if [[ ! -s $ADMIN_TOKEN_FILE ]]; then
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ADMIN_TOKEN_FILE"
+    chmod 600 "$ADMIN_TOKEN_FILE"
+  fi
+  local token
+  token="$(cat "$ADMIN_TOKEN_FILE")"
+  # token,user,uid,"groups": the admin is in system:masters; everyone else gets exactly what RBAC grants.
+  printf '%s,osago-admin,osago-admin,"system:masters"\n' "$token" >"$STATE/tokens.csv"
+  chmod 600 "$STATE/tokens.csv"
+  {
+    echo "apiVersion: v1"
+    echo "kind: Config"
+    echo "clusters:"
+    echo "- name: osago-test"
+    echo "  cluster:"
+    echo "    server: https://$HOST:$API_PORT"
+    echo "    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")"
+    echo "users:"
+    echo "- name: osago-admin"
+    echo "  user:"
+    echo "    token: $token"
+    echo "contexts:"
+    echo "- name: osago-test"
+    echo "  context: {cluster: osago-test, user: osago-admin, namespace: default}"
+    echo "current-context: osago-test"
+  } >"$KUBECONFIG_FILE"
+  chmod 600 "$KUBECONFIG_FILE"
+}
+
+start_etcd() {
+  if running "$ETCD_PID" && etcd_ready; then return 0; fi
+  stop_pid "$ETCD_PID" etcd
+  say "starting etcd v$ETCD_VERSION on $HOST:$ETCD_PORT (log: $ETCD_LOG)"
+  mkdir -p "$STATE/etcd"
+  chmod 700 "$STATE/etcd"
+  setsid "$TOOLS_BIN/etcd" --name osago-test --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
+    --listen-peer-urls "http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$ETCD_PEER_PORT" \
+    --initial-cluster "osago-test=http://$HOST:$ETCD_PEER_PORT" --unsafe-no-fsync \
+    --log-level warn >>"$ETCD_LOG" 2>&1 </dev/null 9>&- &
+  echo $! >"$ETCD_PID"
+  local deadline=$((SECONDS + TIMEOUT))
+  until etcd_ready; do
+    running "$ETCD_PID" || {
+      show_log_tail "$ETCD_LOG"
+      die "etcd exited"
+    }
+    ((SECONDS < deadline)) || {
+      show_log_tail "$ETCD_LOG"
+      die "etcd did not become healthy in ${TIMEOUT}s"
+    }
+    sleep 0.3
+  done
+}
+
+start_apiserver() {
+  if running "$API_PID" && api_ready; then return 0; fi
+  stop_pid "$API_PID" kube-apiserver
+  say "starting kube-apiserver v$K8S_VERSION on https://$HOST:$API_PORT (log: $API_LOG)"
+  setsid "$TOOLS_BIN/kube-apiserver" \
+    --etcd-servers "http://$HOST:$ETCD_PORT" \
+    --bind-address "$HOST" --advertise-address "$HOST" --secure-port "$API_PORT" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --cert-dir "$STATE/cert-dir" \
+    --token-auth-file "$STATE/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
+    --service-account-key-file "$PKI/sa.pub" \
+    --service-account-signing-key-file "$PKI/sa.key" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --allow-privileged=true \
+    --disable-admission-plugins ServiceAccount \
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+    --enable-priority-and-fairness=false \
+    --profiling=false \
+    --v=1 >>"$API_LOG" 2>&1 </dev/null 9>&- &
+  echo $! >"$API_PID"
+  local deadline=$((SECONDS + TIMEOUT)) next=$((SECONDS + 10))
+  until api_ready; do
+    running "$API_PID" || {
+      show_log_tail "$API_LOG"
+      die "kube-apiserver exited"
+    }
+    ((SECONDS < deadline)) || {
+      show_log_tail "$API_LOG"
+      die "kube-apiserver was not ready in ${TIMEOUT}s"
+    }
+    if ((SECONDS >= next)); then
+      say "  … waiting for kube-apiserver /readyz"
+      next=$((SECONDS + 10))
+    fi
+    sleep 0.5
+  done
+}
+
+stop_pid() {
+  local file=$1 what=$2 pid
+  [[ -f $file ]] || return 0
+  pid="$(cat "$file")"
+  if pid_alive "$pid"; then
+    say "stopping $what (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      pid_alive "$pid" || break
+      sleep 0.2
+    done
+    if pid_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$file"
+}
+
+# Serialises up/down of concurrent callers (make, several test binaries).
+with_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock 9
+}
+
+cmd_up() {
+  [[ -x $TOOLS_BIN/kube-apiserver && -x $TOOLS_BIN/etcd && -x $TOOLS_BIN/kubectl ]] || cmd_tools
+  with_lock
+  make_credentials
+  start_etcd
+  start_apiserver
+  say "Kubernetes API v$K8S_VERSION ready at https://$HOST:$API_PORT; admin kubeconfig $KUBECONFIG_FILE"
+  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+}
+
+cmd_down() {
+  with_lock
+  stop_pid "$API_PID" kube-apiserver
+  stop_pid "$ETCD_PID" etcd
+}
+
+cmd_status() {
+  local rc=0
+  if running "$ETCD_PID"; then
+    echo "etcd: running, pid $(cat "$ETCD_PID"), http://$HOST:$ETCD_PORT, log $ETCD_LOG"
+  else
+    echo "etcd: stopped"
+    rc=1
+  fi
+  if running "$API_PID" && api_ready; then
+    echo "kube-apiserver: ready, pid $(cat "$API_PID"), https://$HOST:$API_PORT, log $API_LOG"
+  else
+    echo "kube-apiserver: not ready"
+    rc=1
+  fi
+  echo "kubeconfig: $KUBECONFIG_FILE"
+  return $rc
+}
+
 main() {
   case "${1:-}" in
   tools) cmd_tools ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG_FILE" ;;
+  reset)
+    cmd_down
+    rm -rf "$STATE"
+    ;;
   *)
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2
     ;;
   esac

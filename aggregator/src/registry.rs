@@ -18,6 +18,8 @@ pub struct ActiveInsurer {
     pub name: String,
     pub display_name: String,
     pub breaker_state: String,
+    /// When this insurer last made an offer (the operator shows it in `kubectl get insurers`).
+    pub last_offer_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip)]
     pub quote_timeout_ms: i32,
 }
@@ -50,7 +52,9 @@ pub async fn heartbeat(
 /// Insurers that can take work now, by name.
 pub async fn active<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
     sqlx::query_as(
-        "SELECT name, display_name, breaker_state, quote_timeout_ms FROM insurers
+        "SELECT name, display_name, breaker_state, quote_timeout_ms,
+                (SELECT max(t.updated_at) FROM tasks t WHERE t.insurer = insurers.name AND t.status = 'offer') AS last_offer_at
+         FROM insurers
          WHERE NOT suspended AND heartbeat_at > now() - make_interval(secs => $1) ORDER BY name",
     )
     .bind(ALIVE_WITHIN.as_secs_f64())

@@ -23,8 +23,10 @@ pub struct Limits {
     pub pg_roundtrip_ms: Summary,
     /// BEGIN; INSERT; pg_notify; COMMIT from Rust, ms.
     pub pg_tx_notify_commit_ms: Summary,
-    /// From sending COMMIT to a LISTENing connection receiving the notification, ms.
+    /// From sending COMMIT to a LISTENing connection receiving the notification, ms (includes the commit).
     pub pg_notify_delivery_ms: Summary,
+    /// From COMMIT having returned to the LISTENing connection receiving the notification, ms (0 when it was there first).
+    pub pg_notify_after_commit_ms: Summary,
     pub kafka: serde_json::Value,
     pub kafka_produce_ack_ms: Summary,
     pub kafka_produce_consume_ms: Summary,
@@ -95,7 +97,7 @@ pub async fn measure(env: &Env, seconds: u32, dir: &Path) -> anyhow::Result<Limi
         limits.pg_roundtrip_ms = Summary::of(&rt);
         let mut listener = PgListener::connect(&url).await?;
         listener.listen("bench_probe").await?;
-        let (mut commit, mut delivery) = (Vec::new(), Vec::new());
+        let (mut commit, mut delivery, mut after) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..300 {
             let t0 = Instant::now();
             let mut tx = conn.begin().await?;
@@ -103,20 +105,23 @@ pub async fn measure(env: &Env, seconds: u32, dir: &Path) -> anyhow::Result<Limi
             sqlx::query("SELECT pg_notify('bench_probe', 'x')").execute(&mut *tx).await?;
             let t_commit = Instant::now();
             tx.commit().await?;
+            let committed = Instant::now();
             commit.push(t0.elapsed().as_secs_f64() * 1000.0);
             tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
             delivery.push(t_commit.elapsed().as_secs_f64() * 1000.0);
+            after.push(committed.elapsed().as_secs_f64() * 1000.0);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         limits.pg_tx_notify_commit_ms = Summary::of(&commit);
         limits.pg_notify_delivery_ms = Summary::of(&delivery);
+        limits.pg_notify_after_commit_ms = Summary::of(&after);
         anyhow::Ok(())
     }
     .await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await;
     result?;
 
-    let out = tokio::process::Command::new(env.bin.join("kafka-probe"))
+    let out = tokio::process::Command::new(env.tools.join("kafka-probe"))
         .env("OSAGO_KAFKA_BROKERS", &env.brokers)
         .args(["--rate", "200", "--seconds", &seconds.to_string()])
         .output()

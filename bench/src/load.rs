@@ -268,7 +268,7 @@ pub async fn closed_loop(
             let bodies: Vec<String> =
                 (0..64).map(|_| request_body(&vin(vins.fetch_add(1, Ordering::Relaxed))).to_string()).collect();
             tokio::spawn(async move {
-                let (mut lat, mut ok, mut err, mut ids) = (Vec::new(), 0, 0, Vec::new());
+                let (mut lat, mut ok, mut err, mut ids) = (Vec::new(), 0usize, 0usize, Vec::<Uuid>::new());
                 let mut k = 0;
                 while tokio::time::Instant::now() < until {
                     let t0 = std::time::Instant::now();

@@ -1,7 +1,7 @@
 //! `bench run [--quick]`: the whole benchmark — limits, pipeline latency at fixed loads, the
 //! throughput ramp, intake against its baseline, SSE fan-out — then `docs/benchmarks.md`.
 
-use bench::limits::{self, Limits};
+use bench::limits;
 use bench::load::{self, Capacity, OpenLoop, QuoteRun};
 use bench::pipeline::{self, Detections, Tap};
 use bench::procstat::{self, Snapshot};
@@ -39,25 +39,51 @@ enum Command {
         /// Where raw data goes (a folder per invocation).
         #[arg(long, default_value = "bench/results")]
         results: PathBuf,
-        /// Release binaries (default: $CARGO_TARGET_DIR/release).
-        #[arg(long)]
+        /// Where the services' release binaries are (default: $CARGO_TARGET_DIR/release).
+        #[arg(long, env = "BENCH_SERVICES_BIN")]
         bin: Option<PathBuf>,
         /// Only these parts (comma-separated: limits,pipeline,ramp,intake,fanout).
         #[arg(long, default_value = "limits,pipeline,ramp,intake,fanout")]
         parts: String,
     },
+    /// Holds a steady open-loop load on a fresh stack and records a system-wide CPU profile
+    /// (`perf record --call-graph dwarf`), folded per process into flamegraphs with inferno.
+    Profile {
+        /// Quotes per second.
+        #[arg(long, default_value_t = 20.0)]
+        qps: f64,
+        /// Seconds of load; perf records the middle part of it.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "bench/results")]
+        results: PathBuf,
+        #[arg(long, env = "BENCH_SERVICES_BIN")]
+        bin: Option<PathBuf>,
+        /// A label for the output folder (e.g. "before", "after").
+        #[arg(long, default_value = "profile")]
+        label: String,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let Command::Run { quick, doc, results, bin, parts } = Cli::parse().command;
-    let repo = std::env::current_dir()?;
-    let bin = bin.unwrap_or_else(|| {
+fn default_bin(bin: Option<PathBuf>) -> PathBuf {
+    bin.unwrap_or_else(|| {
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/osago/target"));
         target.join("release")
-    });
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (quick, doc, results, bin, parts) = match Cli::parse().command {
+        Command::Run { quick, doc, results, bin, parts } => (quick, doc, results, bin, parts),
+        Command::Profile { qps, seconds, results, bin, label } => {
+            return profile(qps, seconds, results, default_bin(bin), label).await;
+        }
+    };
+    let repo = std::env::current_dir()?;
+    let bin = default_bin(bin);
     let pg_url =
         std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
     let pg_base = pg_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(pg_url.clone());
@@ -66,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
     let started = chrono::Utc::now();
     let out = results.join(format!("{}-{}", started.format("%Y%m%d-%H%M%S"), plan.mode));
     std::fs::create_dir_all(&out)?;
-    let env = Env { repo: repo.clone(), bin, pg_base, brokers, out: out.clone() };
+    let tools = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_else(|| bin.clone());
+    let env = Env { repo: repo.clone(), bin, tools, pg_base, brokers, out: out.clone() };
     let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
     let clock = std::time::Instant::now();
     println!("==> bench ({} mode): raw data in {}", plan.mode, out.display());
@@ -256,14 +283,18 @@ impl<'a> Session<'a> {
         let errors = report::errors(&outcome);
         let late_share = outcome.late as f64 / (outcome.runs.len() + outcome.shed).max(1) as f64;
         let pass = errors.0 == 0 && push.p99 <= 1000.0 && late_share < 0.01;
-        pb.finish_with_message(format!(
-            "push p50 {:.1} ms p99 {:.1} ms, errors {}, late {}{}",
+        let line = format!(
+            "{label} #{}: {} quotes, push p50 {:.1} ms p99 {:.1} ms, errors {}, late starts {}{}",
+            rep + 1,
+            outcome.runs.len(),
             push.p50,
             push.p99,
             errors.0,
             outcome.late,
-            if pass { "" } else { "  ✗" }
-        ));
+            if pass { "" } else { "  ✗ (does not hold)" }
+        );
+        pb.finish_and_clear();
+        println!("    {line}");
         self.phases.push(RawPhase {
             label: label.to_string(),
             kind: kind.to_string(),
@@ -562,4 +593,143 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         kafka_to_sse_raw: kafka_sse,
         cpu: procstat::delta(&before, &after).0,
     })
+}
+
+fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Result<Env> {
+    let pg_url =
+        std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
+    let pg_base = pg_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(pg_url.clone());
+    let brokers = std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into());
+    let out = results.join(format!("{}-{name}", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
+    std::fs::create_dir_all(&out)?;
+    let tools = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_else(|| bin.clone());
+    Ok(Env { repo: std::env::current_dir()?, bin, tools, pg_base, brokers, out })
+}
+
+/// `bench profile`: steady load, `perf record -a`, flamegraphs per process.
+async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: String) -> anyhow::Result<()> {
+    let env = base_env(&results, bin, &label)?;
+    let mut stack = start_stack(&env, "prof").await?;
+    let outcome = async {
+        let pids = stack.pids();
+        let mut session = Session::new(&mut stack).await?;
+        let vins = AtomicU64::new(rand_seed());
+        session.warm_up(&vins).await?;
+        let perf_data = env.out.join("perf.data");
+        let record_for = (seconds / 2).max(5);
+        let perf_out = perf_data.clone();
+        let perf = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds / 4)).await;
+            tokio::process::Command::new("perf")
+                .args(["record", "-a", "-F", "199", "--call-graph", "dwarf,16384", "-o"])
+                .arg(&perf_out)
+                .args(["--", "sleep", &record_for.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+        });
+        session
+            .phase(&format!("profile {qps} quotes/s"), "profile", 0, qps, Duration::from_secs(seconds), &vins)
+            .await?;
+        perf.await??;
+        let phases = session.finish(&env).await?;
+        save(&env.out, "phase.json", &phases)?;
+        println!("==> folding the profile (perf script | inferno-collapse-perf)");
+        let script = std::process::Command::new("perf")
+            .args(["script", "-F", "comm,pid,tid,ip,sym", "-i"])
+            .arg(&perf_data)
+            .stderr(std::process::Stdio::null())
+            .output()?;
+        let folded = run_with_input("inferno-collapse-perf", &["--pid"], &script.stdout)?;
+        // Name each stack's root by the process it belongs to.
+        let names: BTreeMap<u32, String> = pids.iter().map(|(n, p)| (*p, n.clone())).collect();
+        let mut by_proc: BTreeMap<String, String> = BTreeMap::new();
+        let mut all = String::new();
+        for line in String::from_utf8_lossy(&folded).lines() {
+            let (root, rest) = line.split_once(';').unwrap_or((line, ""));
+            // root looks like "comm-pid/tid" or "comm-pid"
+            let pid: Option<u32> =
+                root.rsplit_once('-').and_then(|(_, p)| p.split('/').next()).and_then(|p| p.parse().ok());
+            let comm = root.rsplit_once('-').map(|(c, _)| c).unwrap_or(root);
+            let name = match pid.and_then(|p| names.get(&p)) {
+                Some(n) => n.clone(),
+                None if comm.starts_with("postgres") => postgres_label(pid.unwrap_or(0)),
+                None if comm.starts_with("java") || comm.contains("kafka") || comm.starts_with("data-plane") => {
+                    "kafka (jvm)".into()
+                }
+                None if pid == Some(std::process::id()) => "load generator".into(),
+                None => format!("other: {comm}"),
+            };
+            let line = format!("{name};{rest}");
+            let proc_line = format!("{comm};{rest}");
+            by_proc.entry(name.clone()).or_default().push_str(&(proc_line + "\n"));
+            all.push_str(&line);
+            all.push('\n');
+        }
+        std::fs::write(env.out.join("folded-all.txt"), &all)?;
+        flamegraph(&all, &env.out.join("flame-all.svg"), &format!("All CPU on the machine at {qps} quotes/s"))?;
+        let mut totals: Vec<(String, usize)> = by_proc
+            .iter()
+            .map(|(n, f)| (n.clone(), f.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<usize>().ok()).sum()))
+            .collect();
+        totals.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut summary = String::from("samples by process:\n");
+        for (n, c) in &totals {
+            summary.push_str(&format!("{c:>8}  {n}\n"));
+        }
+        for (name, folded) in &by_proc {
+            if name.starts_with("other") {
+                continue;
+            }
+            let file = format!("flame-{}.svg", name.replace([' ', '(', ')', '/'], "_"));
+            flamegraph(folded, &env.out.join(&file), &format!("{name} at {qps} quotes/s"))?;
+        }
+        std::fs::write(env.out.join("summary.txt"), &summary)?;
+        println!("{summary}");
+        let _ = std::fs::remove_file(&perf_data);
+        anyhow::Ok(())
+    }
+    .await;
+    stack.stop().await;
+    outcome?;
+    println!("==> profile in {}", env.out.display());
+    Ok(())
+}
+
+/// Runs `cmd args` with `input` on stdin; returns stdout.
+fn run_with_input(cmd: &str, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(out.stdout)
+}
+
+fn flamegraph(folded: &str, path: &std::path::Path, title: &str) -> anyhow::Result<()> {
+    let svg = run_with_input("inferno-flamegraph", &["--title", title, "--width", "1400"], folded.as_bytes())?;
+    std::fs::write(path, svg)?;
+    Ok(())
+}
+
+/// "postgres (<database>)" from the backend's command line.
+fn postgres_label(pid: u32) -> String {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    let db = cmd.split_whitespace().nth(2).unwrap_or("");
+    if db.starts_with("bench_agg") {
+        "postgres (aggregator db)".into()
+    } else if db.starts_with("bench_core") {
+        "postgres (core-app db)".into()
+    } else {
+        "postgres (other)".into()
+    }
 }

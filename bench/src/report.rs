@@ -7,7 +7,6 @@ use crate::stats::{Spread, Summary};
 use crate::svg;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -97,6 +96,8 @@ pub struct Machine {
     pub kernel: String,
     pub os: String,
     pub rustc: String,
+    /// Which source the services were built from (scripts/bench.sh sets it).
+    pub source: String,
     pub loadavg_start: String,
     pub loadavg_end: String,
 }
@@ -138,6 +139,8 @@ impl Machine {
             kernel: sh("uname", &["-sr"]),
             os,
             rustc: sh("rustc", &["-V"]),
+            source: std::env::var("BENCH_SOURCE")
+                .unwrap_or_else(|_| "services from $BENCH_SERVICES_BIN or the target folder".into()),
             loadavg_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
             loadavg_end: String::new(),
         }
@@ -861,7 +864,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
     if let Some(ps) = level100.clone().or_else(|| by_level.first().map(|(_, v)| v.clone())) {
         let limit2 = l.pg_tx_notify_commit_ms.p50 + l.kafka_produce_ack_ms.p50;
         let limit3 = l.kafka_produce_consume_ms.p50 + l.pg_tx_notify_commit_ms.p50;
-        let limit4 = l.pg_notify_delivery_ms.p50 + l.pg_roundtrip_ms.p50;
+        let limit4 = l.pg_notify_after_commit_ms.p50 + l.pg_roundtrip_ms.p50;
         w(
             &mut md,
             format!(

@@ -43,7 +43,10 @@ pub const POLLING: (&str, &str, &str) = ("500ms", "1s", "1s");
 #[derive(Clone, Debug)]
 pub struct Env {
     pub repo: PathBuf,
+    /// The services' release binaries (aggregator, core-app).
     pub bin: PathBuf,
+    /// The bench's own binaries (bench-sandbox, bench-baseline, kafka-probe).
+    pub tools: PathBuf,
     /// `postgres://osago:osago@127.0.0.1:55432` (no database).
     pub pg_base: String,
     pub brokers: String,
@@ -110,7 +113,7 @@ impl Stack {
         let common = |c: &mut Command| {
             c.env("LOG_FORMAT", "json").env("KAFKA_BROKERS", &env.brokers).env("KAFKA_TOPIC", &topic);
         };
-        let mut c = Command::new(env.bin.join("bench-sandbox"));
+        let mut c = Command::new(env.tools.join("bench-sandbox"));
         c.arg("--config").arg(config.join("sandbox.toml")).arg("--listen").arg(format!("127.0.0.1:{sandbox_port}"));
         stack.spawn("sandbox", c, &logs)?;
         wait_ready(&format!("{sandbox_url}/readyz")).await.context("sandbox")?;
@@ -150,7 +153,7 @@ impl Stack {
         stack.spawn("core-app", c, &logs)?;
         wait_ready(&format!("{}/readyz", stack.core_url)).await.context("core-app")?;
 
-        let mut c = Command::new(env.bin.join("bench-baseline"));
+        let mut c = Command::new(env.tools.join("bench-baseline"));
         c.arg("--database-url").arg(env.pg(&base_db)).arg("--listen").arg(format!("127.0.0.1:{base_port}"));
         stack.spawn("baseline", c, &logs)?;
         wait_ready(&format!("{}/readyz", stack.baseline_url)).await.context("baseline")?;

@@ -73,7 +73,7 @@ pub fn cdf(title: &str, series: &[(String, Vec<f64>)]) -> String {
         let summary = crate::stats::Summary::of(&v);
         let _ = writeln!(
             s,
-            r#"<line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}" fill="#555">n={} p50={:.1} p99={:.1} ms</text>"#,
+            r##"<line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}" fill="#555">n={} p50={:.1} p99={:.1} ms</text>"##,
             W - RIGHT + 10.0,
             W - RIGHT + 30.0,
             W - RIGHT + 35.0,

@@ -112,13 +112,9 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
 }
 
 async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    let seen: Option<i64> = sqlx::query_scalar("SELECT seq FROM quote_events WHERE event_id = $1")
-        .bind(event.event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if seen.is_some() {
-        return Ok(Applied::Duplicate);
-    }
+    // Five round trips (six when the quote completes): each one costs a wake-up of this
+    // task and of the backend, which is most of the CPU an event costs. The quote's row
+    // lock comes first, so every later statement reads what the previous holder committed.
     let quote: Option<(i64, Option<DateTime<Utc>>)> =
         sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
             .bind(event.quote_id)
@@ -135,23 +131,50 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
         .await?;
         return Ok(Applied::Early);
     };
+    // Seen before, and the insurer's row, in one query.
+    let (seen, insurer): (bool, Option<(String, i32)>) = {
+        let row: (bool, Option<String>, Option<i32>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM quote_events WHERE event_id = $3), i.display_name, i.version
+             FROM (SELECT 1) AS one
+             LEFT JOIN quote_insurers i ON i.quote_id = $1 AND i.insurer = $2",
+        )
+        .bind(event.quote_id)
+        .bind(&event.insurer)
+        .bind(event.event_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        (row.0, row.1.zip(row.2))
+    };
+    if seen {
+        return Ok(Applied::Duplicate);
+    }
     if completed_at.is_some() {
         return Ok(Applied::Late);
     }
-    let insurer: Option<(String, i32)> =
-        sqlx::query_as("SELECT display_name, version FROM quote_insurers WHERE quote_id = $1 AND insurer = $2")
-            .bind(event.quote_id)
-            .bind(&event.insurer)
-            .fetch_optional(&mut *tx)
-            .await?;
     let Some((display_name, version)) = insurer else { return Ok(Applied::UnknownInsurer) };
     if i64::from(event.version) <= i64::from(version) {
         return Ok(Applied::Stale);
     }
     let (status, offer, reason) = outcome_columns(&event.outcome);
-    sqlx::query(
-        "UPDATE quote_insurers SET status = $3, version = $4, offer = $5, reason = $6, updated_at = now()
-         WHERE quote_id = $1 AND insurer = $2",
+    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref());
+    let name = event.outcome.event_type();
+    let name = serde_json::to_value(name).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    // The insurer's new state, the event, the quote's next sequence number and the
+    // notification in one statement (data-modifying CTEs run whether or not they are read);
+    // it answers how many insurers are still pending — its own changes are invisible to its
+    // own reads, hence "the other insurers" plus this one.
+    let pending: i64 = sqlx::query_scalar(
+        "WITH insurer AS (
+             UPDATE quote_insurers SET status = $3, version = $4, offer = $5, reason = $6, updated_at = now()
+             WHERE quote_id = $1 AND insurer = $2 RETURNING 1
+         ), event AS (
+             INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $7, $8, $9, $10) RETURNING 1
+         ), quote AS (
+             UPDATE quotes SET next_seq = $7 + 1 WHERE id = $1 RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND insurer <> $2 AND status = 'pending')
+              + CASE WHEN $3 = 'pending' THEN 1 ELSE 0 END
+         FROM (SELECT pg_notify($11, $1::text)) AS notified",
     )
     .bind(event.quote_id)
     .bind(&event.insurer)
@@ -159,14 +182,14 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
     .bind(event.version as i32)
     .bind(&offer)
     .bind(&reason)
-    .execute(&mut *tx)
+    .bind(next_seq)
+    .bind(event.event_id)
+    .bind(&name)
+    .bind(&data)
+    .bind(CHANNEL)
+    .fetch_one(&mut *tx)
     .await?;
-    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref());
-    let name = event.outcome.event_type();
-    let name = serde_json::to_value(name).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    insert_event(tx, event.quote_id, next_seq, Some(event.event_id), &name, &data).await?;
-    let completed = complete_if_done(tx, event.quote_id, next_seq + 1).await?;
-    notify(tx, event.quote_id).await?;
+    let completed = pending == 0 && complete(tx, event.quote_id, next_seq + 1).await?;
     Ok(Applied::Stored { seq: next_seq, completed })
 }
 
@@ -228,15 +251,28 @@ async fn complete_if_done(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx:
     if pending > 0 {
         return Ok(false);
     }
-    let (offers, total): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'offer'), count(*) FROM quote_insurers WHERE quote_id = $1",
+    complete(tx, quote, seq).await
+}
+
+/// Appends `complete` as event `seq` and marks the quote completed, in one statement; the
+/// quote row must be locked and no insurer pending.
+async fn complete(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
+    sqlx::query(
+        "WITH counts AS (
+             SELECT count(*) FILTER (WHERE status = 'offer') AS offers, count(*) AS total
+             FROM quote_insurers WHERE quote_id = $1
+         ), event AS (
+             INSERT INTO quote_events (quote_id, seq, name, data)
+             SELECT $1, $2, 'complete',
+                    jsonb_build_object('status', 'complete', 'quote_id', $1::text, 'offers', offers, 'insurers', total)
+             FROM counts RETURNING 1
+         )
+         UPDATE quotes SET next_seq = $2 + 1, completed_at = now() WHERE id = $1",
     )
     .bind(quote)
-    .fetch_one(&mut *tx)
+    .bind(seq)
+    .execute(&mut *tx)
     .await?;
-    let data = json!({"status": "complete", "quote_id": quote, "offers": offers, "insurers": total});
-    insert_event(tx, quote, seq, None, "complete", &data).await?;
-    sqlx::query("UPDATE quotes SET completed_at = now() WHERE id = $1").bind(quote).execute(&mut *tx).await?;
     metrics::counter!("quotes_completed_total").increment(1);
     Ok(true)
 }

@@ -1,7 +1,12 @@
 //! Durations written the Kubernetes way (`500ms`, `2s`, `1m`) in specs.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::fmt;
+
+/// What the CRD accepts: one or more `<digits><unit>` with units ms, s, m, h — both this
+/// parser (humantime) and the API server's CEL `duration()` read these the same way.
+pub const PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
 
 /// A positive duration that reads and writes as a Kubernetes-style string.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,13 +27,37 @@ impl Duration {
     }
     /// Parses `500ms`, `2s`, `1m30s`; zero is refused (every duration here is a limit or a wait).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(text.trim())
+        if !matches_pattern(text) {
+            return Err(format!("'{text}' is not a duration like 500ms, 2s, 1m or 1m30s"));
+        }
+        let d = humantime::parse_duration(text)
             .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m: {e}"))?;
         if d.is_zero() {
             return Err(format!("'{text}' must be positive"));
         }
         Ok(Duration(d))
     }
+}
+
+/// Whether `text` matches [`PATTERN`] (no regex engine for one pattern).
+fn matches_pattern(text: &str) -> bool {
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h"].into_iter().find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl From<Duration> for std::time::Duration {
@@ -52,6 +81,29 @@ impl fmt::Display for Duration {
 impl fmt::Debug for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string with [`PATTERN`] and a CEL rule that it is positive.
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": PATTERN,
+            "maxLength": 32,
+            "x-kubernetes-validations": [{
+                "rule": "duration(self) > duration('0s')",
+                "message": "must be a positive duration like 500ms, 2s or 1m",
+            }],
+        })
     }
 }
 
@@ -81,6 +133,10 @@ mod tests {
         assert!(Duration::parse("0s").is_err());
         assert!(Duration::parse("soon").is_err());
         assert!(Duration::parse("-1s").is_err());
+        for outside_the_crd_pattern in ["", "1", "s", "1.5s", "1 s", "2min", " 2s", "1d", "1m30"] {
+            assert!(Duration::parse(outside_the_crd_pattern).is_err(), "{outside_the_crd_pattern:?}");
+        }
+        assert_eq!(Duration::parse("1h").unwrap(), Duration::secs(3600));
         assert_eq!(Duration::millis(1500).to_string(), "1500ms");
         assert_eq!(Duration::secs(90).to_string(), "90s");
         assert_eq!(Duration::secs(120).to_string(), "2m");

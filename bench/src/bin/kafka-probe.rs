@@ -55,6 +55,18 @@ async fn main() -> anyhow::Result<()> {
     }
     consumer.assign(&tpl)?;
     let total = (args.rate * args.seconds).round() as usize;
+    // Warm up: a message to every partition, produced and consumed, so that metadata, the
+    // idempotent producer's id, partition leaders and the consumer's fetch are all in place
+    // before the clock starts (a fresh topic takes seconds to settle on a loaded machine).
+    for p in 0..6 {
+        let record = FutureRecord::<str, [u8]>::to(&topic).partition(p).payload(&[0u8; 4]);
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    }
+    let mut warm = 0;
+    while warm < 6 {
+        tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+        warm += 1;
+    }
     let consuming = tokio::spawn(async move {
         let mut e2e = Vec::with_capacity(total);
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds + 15.0);
@@ -75,8 +87,6 @@ async fn main() -> anyhow::Result<()> {
         }
         e2e
     });
-    // Let the consumer join its partitions before the clock starts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sends = Vec::with_capacity(total);

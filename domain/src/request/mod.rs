@@ -203,15 +203,50 @@ pub enum RequestError {
 /// Deserialises the raw request, turning a type mismatch or unknown field into a field error.
 pub fn parse_raw_json(body: &[u8]) -> Result<RawQuoteRequest, RequestError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path::deserialize(&mut de) {
-        Ok(raw) => Ok(raw),
+    let raw = match serde_path::deserialize(&mut de) {
+        Ok(raw) => raw,
         Err((path, e)) if e.is_data() => {
             let mut errors = crate::ValidationErrors::default();
             errors.push(if path.is_empty() { "$".to_string() } else { path }, clean_serde_message(&e));
-            Err(RequestError::Invalid(errors))
+            return Err(RequestError::Invalid(errors));
         }
-        Err((_, e)) => Err(RequestError::Syntax(e.to_string())),
+        Err((_, e)) => return Err(RequestError::Syntax(e.to_string())),
+    };
+    // One JSON document: nothing but whitespace may follow it.
+    de.end().map_err(|e| RequestError::Syntax(e.to_string()))?;
+    let errors = positional_objects(body);
+    if !errors.is_empty() {
+        return Err(RequestError::Invalid(errors));
     }
+    Ok(raw)
+}
+
+/// serde also reads a struct from an array of its fields in declaration order; the contract
+/// has objects only, so each object of the request given as an array is a field error.
+fn positional_objects(body: &[u8]) -> crate::ValidationErrors {
+    use serde_json::Value;
+    let mut errors = crate::ValidationErrors::default();
+    let Ok(value) = serde_json::from_slice::<Value>(body) else { return errors };
+    let Value::Object(root) = value else {
+        errors.push("$", "the request must be a JSON object");
+        return errors;
+    };
+    let mut check = |path: String, value: &Value| {
+        if value.is_array() {
+            errors.push(path, "must be a JSON object, not an array");
+        }
+    };
+    for key in ["vehicle", "owner", "policy"] {
+        if let Some(value) = root.get(key) {
+            check(key.to_string(), value);
+        }
+    }
+    if let Some(Value::Array(drivers)) = root.get("drivers") {
+        for (i, driver) in drivers.iter().enumerate() {
+            check(format!("drivers[{i}]"), driver);
+        }
+    }
+    errors
 }
 
 /// serde's messages end with " at line 1 column 42", useless next to a field path.
@@ -231,9 +266,123 @@ mod serde_path {
     where
         D: serde::Deserializer<'de, Error = serde_json::Error>,
     {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            (if path == "." { String::new() } else { path }, e.into_inner())
-        })
+        serde_path_to_error::deserialize(de).map_err(|e| (render(e.path()), e.into_inner()))
+    }
+
+    /// `drivers[0].licence` as serde_path_to_error writes it, except that a key which is not
+    /// a plain name (an unknown field such as `" "` or `"vehicle.vin"`) is quoted, `[" "]`,
+    /// so that no path is blank or names another field. Empty for the document itself.
+    fn render(path: &serde_path_to_error::Path) -> String {
+        use serde_path_to_error::Segment;
+        let mut out = String::new();
+        for segment in path {
+            let name = match segment {
+                Segment::Seq { index } => {
+                    out.push_str(&format!("[{index}]"));
+                    continue;
+                }
+                Segment::Map { key } | Segment::Enum { variant: key } => key.as_str(),
+                Segment::Unknown => "?",
+            };
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '?') {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(name);
+            } else {
+                out.push_str(&format!("[{}]", serde_json::Value::from(name)));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
+    }
+
+    const SAMPLE: &str = r#"{"vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019,
+        "power_hp": 106, "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
+      "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
+        "passport": "4510 123456", "region": "77"},
+      "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
+        "licence": "7700 123456", "experience_since": "2005-06-01"}],
+      "policy": {"start_date": "2026-12-20", "period_months": 12}}"#;
+
+    fn fields(result: Result<QuoteRequest, RequestError>) -> Vec<String> {
+        match result {
+            Err(RequestError::Invalid(e)) => e.errors().iter().map(|e| e.field.clone()).collect(),
+            other => panic!("expected field errors, got {:?}", other.map(|_| "a request")),
+        }
+    }
+
+    #[test]
+    fn the_sample_parses() {
+        QuoteRequest::from_json(SAMPLE.as_bytes(), today()).expect("valid");
+        QuoteRequest::from_json(format!(" {SAMPLE}\n\t").as_bytes(), today()).expect("whitespace around is fine");
+    }
+
+    /// Fuzzing finding: a valid request followed by anything (`{…}J`, two documents) was accepted.
+    #[test]
+    fn anything_after_the_document_is_a_syntax_error() {
+        for tail in ["J", " {}", SAMPLE, ","] {
+            let body = format!("{SAMPLE}{tail}");
+            let result = QuoteRequest::from_json(body.as_bytes(), today());
+            assert!(matches!(result, Err(RequestError::Syntax(_))), "{tail:?} after the request was accepted");
+        }
+    }
+
+    /// Found next to the above: serde reads a struct from an array of its fields in order,
+    /// so a request without a single field name was accepted.
+    #[test]
+    fn objects_given_as_arrays_are_field_errors() {
+        let sample: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        // Each object's fields in declaration order, as serde reads them from an array.
+        let positional = |v: &serde_json::Value, keys: &[&str]| {
+            serde_json::Value::Array(keys.iter().map(|k| v.get(k).cloned().unwrap_or_default()).collect())
+        };
+        let vehicle = positional(
+            &sample["vehicle"],
+            &["category", "make", "model", "year", "power_hp", "vin", "plate", "purpose"],
+        );
+        let owner = positional(
+            &sample["owner"],
+            &["last_name", "first_name", "middle_name", "birth_date", "passport", "region", "city"],
+        );
+        let driver = positional(
+            &sample["drivers"][0],
+            &["last_name", "first_name", "middle_name", "birth_date", "licence", "experience_since", "kbm_class"],
+        );
+        let policy = positional(&sample["policy"], &["start_date", "period_months"]);
+
+        let mut one = sample.clone();
+        one["vehicle"] = vehicle.clone();
+        one["drivers"][0] = driver.clone();
+        let result = QuoteRequest::from_json(one.to_string().as_bytes(), today());
+        assert_eq!(fields(result), ["vehicle", "drivers[0]"]);
+
+        let all = serde_json::json!([vehicle, owner, [driver], false, policy]);
+        assert_eq!(fields(QuoteRequest::from_json(all.to_string().as_bytes(), today())), ["$"]);
+    }
+
+    /// Fuzzing finding: an unknown field's path is its key, so `{" ": 1}` had the blank path
+    /// `" "`, and `{"vehicle.vin": 1}` blamed the field `vehicle.vin`.
+    #[test]
+    fn unknown_keys_that_are_not_names_are_quoted_in_the_path() {
+        let cases = [
+            (r#"{" ": 1}"#, r#"[" "]"#),
+            (r#"{"": 1}"#, r#"[""]"#),
+            (r#"{"vehicle.vin": 1}"#, r#"["vehicle.vin"]"#),
+            (r#"{"vehicle": {"a\"b": 1}}"#, r#"vehicle["a\"b"]"#),
+            (r#"{"drivers": [{"licence": 7700}]}"#, "drivers[0].licence"),
+            (r#"{"vehicle": {"colour": "red"}}"#, "vehicle.colour"),
+        ];
+        for (body, path) in cases {
+            assert_eq!(fields(QuoteRequest::from_json(body.as_bytes(), today())), [path], "{body}");
+        }
     }
 }

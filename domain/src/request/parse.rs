@@ -46,6 +46,11 @@ impl Reader {
             self.errors.push(path, format!("must be at most {max} characters"));
             return None;
         }
+        // Postgres refuses U+0000 in jsonb, and no name of a car or a city has a control character.
+        if text.chars().any(char::is_control) {
+            self.errors.push(path, "must not contain control characters");
+            return None;
+        }
         Some(text.to_string())
     }
 
@@ -96,8 +101,15 @@ impl Reader {
 }
 
 fn parse_date(input: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(input.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("'{input}' is not a date in the form YYYY-MM-DD"))
+    // chrono's %Y also takes a sign and any number of digits ("-0001", "+10000"), and %m
+    // and %d a single digit; the contract is exactly YYYY-MM-DD.
+    let text = input.trim();
+    let shape_ok = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    shape_ok
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| format!("'{input}' is not a date in the form YYYY-MM-DD"))
 }
 
 /// Parses everything that does not depend on today's date.
@@ -298,4 +310,33 @@ pub(super) fn check_purchase_date(raw: &RawQuoteRequest, today: NaiveDate) -> Va
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// schemathesis finding: "LA\u0000DA" as the make passed validation, the aggregator's
+    /// jsonb insert refused it (500), and core-app answered 503 after three retries.
+    #[test]
+    fn free_text_has_no_control_characters() {
+        let mut r = Reader { errors: ValidationErrors::default() };
+        for (i, bad) in ["LA\u{0}DA", "VESTA\u{1}", "Мос\u{7f}ква", "a\u{85}b", "x\ny"].into_iter().enumerate() {
+            assert_eq!(r.text(&Some(bad.to_string()), &format!("f{i}"), 64), None, "{bad:?}");
+            assert!(r.errors.has(&format!("f{i}")), "{bad:?}");
+        }
+        assert_eq!(r.text(&Some(" LADA\t".to_string()), "ok", 64).as_deref(), Some("LADA"), "edges are trimmed");
+    }
+
+    /// Found while fuzzing: chrono read "-0001-01-01" and "+10000-01-01" as dates, so a
+    /// driver born before the Common Era passed, and "2026-12-1" passed as "2026-12-01".
+    #[test]
+    fn dates_are_exactly_yyyy_mm_dd() {
+        assert_eq!(parse_date(" 1985-04-12 "), Ok(NaiveDate::from_ymd_opt(1985, 4, 12).unwrap()));
+        for bad in ["-0001-01-01", "+10000-01-01", "+2026-12-01", "2026-12-1", "2026-1-01", "2026-02-30", "2026/12/01"]
+        {
+            let err = parse_date(bad).unwrap_err();
+            assert!(err.ends_with("is not a date in the form YYYY-MM-DD"), "{bad}: {err}");
+        }
+    }
 }
