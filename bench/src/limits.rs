@@ -55,7 +55,7 @@ fn run_pgbench(args: &[&str]) -> anyhow::Result<String> {
 fn field(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(prefix))
-        .and_then(|v| v.trim().split_whitespace().next())
+        .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }

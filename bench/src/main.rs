@@ -673,7 +673,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
             .iter()
             .map(|(n, f)| (n.clone(), f.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<usize>().ok()).sum()))
             .collect();
-        totals.sort_by(|a, b| b.1.cmp(&a.1));
+        totals.sort_by_key(|t| std::cmp::Reverse(t.1));
         let mut summary = String::from("samples by process:\n");
         for (n, c) in &totals {
             summary.push_str(&format!("{c:>8}  {n}\n"));

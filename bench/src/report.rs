@@ -187,10 +187,7 @@ pub fn errors(outcome: &OpenLoop) -> (usize, BTreeMap<String, usize>) {
     for run in &outcome.runs {
         let results: Vec<_> = run.events.iter().filter(|e| e.name != "complete").collect();
         let kind = if let Some(e) = &run.error {
-            Some(
-                e.split(':').next().unwrap_or(e).to_string()
-                    + if e.starts_with("submit: HTTP") { &e[12..] } else { "" },
-            )
+            Some(e.split(':').next().unwrap_or(e).to_string() + e.strip_prefix("submit: HTTP").unwrap_or(""))
         } else if results.len() < crate::stack::INSURERS.len() {
             Some("fewer than 6 insurer results".into())
         } else {

@@ -38,6 +38,7 @@ pub struct Settings {
 /// The whole HTTP surface: API, page, health, readiness and metrics.
 pub fn router(state: AppState) -> Router {
     let ready = postgres_ready(state.pool.clone());
+    let cors = cors(&state.settings.cors_origins);
     let app = api::router(state)
         .merge(web::router())
         .merge(routes(ready))
@@ -46,7 +47,22 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(30),
         ));
-    web::security_headers(app)
+    web::security_headers(app.layer(cors))
+}
+
+/// CORS for the allow-listed origins only; without any, browsers keep to the same origin.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::LOCATION, header::RETRY_AFTER])
 }
 
 /// Runs a replica on `listener` until `shutdown` resolves: HTTP, Kafka consumer, the

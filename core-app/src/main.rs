@@ -39,6 +39,9 @@ struct Args {
     /// Extra time after the aggregator's deadline before core-app expires what is left.
     #[arg(long, env = "CORE_APP_DEADLINE_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     deadline_grace: Duration,
+    /// Origins of other sites whose pages may call the API, comma-separated (CORS allow-list).
+    #[arg(long, env = "CORE_APP_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     /// How long finished quotes keep their replay log and idempotency key.
     #[arg(long, env = "RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
     retention: Duration,
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         api: ApiSettings {
             deadline_grace: args.deadline_grace,
             client_rate: (args.client_rps, args.client_burst),
+            cors_origins: args.cors_origins,
             ..ApiSettings::default()
         },
     };

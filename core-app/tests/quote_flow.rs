@@ -346,3 +346,29 @@ async fn a_failing_aggregator_trips_the_breaker_and_quotes_are_refused_at_once()
     assert!(calls <= 12, "the breaker stopped calling after its window of 10 failures, saw {calls}");
     assert!(refused_fast >= 8, "open breaker refuses at once, {refused_fast} of 12 were fast");
 }
+
+#[tokio::test]
+async fn cors_answers_only_allow_listed_origins() {
+    let stack = Stack::start("20s").await;
+    let api = core_app::api::ApiSettings {
+        cors_origins: vec!["https://partner.example".into()],
+        client_rate: (1000, 1000),
+        ..core_app::api::ApiSettings::default()
+    };
+    let core = stack.start_core_app_with(&stack.aggregator_url, api).await;
+    let preflight = |origin: &'static str| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{core}/api/v1/quotes"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,idempotency-key")
+            .send()
+    };
+    let allowed = preflight("https://partner.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://partner.example");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    let page = reqwest::get(format!("{core}/")).await.unwrap();
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+}

@@ -35,6 +35,8 @@ pub struct ApiSettings {
     /// Requests per second and burst per client address on `/api` (the in-process limit
     /// for runs without an ingress; in Kubernetes the ingress limits too).
     pub client_rate: (u32, u32),
+    /// Other origins whose pages may call the API (CORS); empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -44,6 +46,7 @@ impl Default for ApiSettings {
             sse_retry: Duration::from_secs(2),
             sse_heartbeat: Duration::from_secs(10),
             client_rate: (20, 40),
+            cors_origins: vec![],
         }
     }
 }
