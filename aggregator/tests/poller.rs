@@ -423,8 +423,9 @@ async fn a_notified_task_is_created_at_once_even_with_a_long_fallback_tick() {
     settings.fallback_tick = Duration::from_secs(30);
     h.start(settings).await;
     let created = || h.requests("alfa", "POST /v1/calculate");
-    // The poller claims once as it starts; let that first round pass before the task exists.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The poller claims once as it starts; let that first round pass (slow on a loaded
+    // machine) before the task exists.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Without a notification nothing happens for a while: the tick is long…
     let id = h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
