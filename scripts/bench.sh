@@ -37,4 +37,10 @@ cargo build --release --locked -q -p bench
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "==> open-file limit $(ulimit -n); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-exec "$CARGO_TARGET_DIR/release/bench" run "$@"
+# The bench runs in its own process group with the stacks it starts, so that Ctrl-C (or
+# any exit) stops every process it started too.
+set -m
+"$CARGO_TARGET_DIR/release/bench" run "$@" &
+bench=$!
+trap 'kill -TERM -- -"$bench" 2>/dev/null || true' INT TERM
+wait "$bench"

@@ -40,6 +40,6 @@ echo "==> schemathesis $version against $OSAGO_CORE_URL/openapi.json"
 PYTHONPATH="$PWD/scripts" SCHEMATHESIS_HOOKS=schemathesis_hooks \
   timeout --kill-after=10 900 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml --no-color \
   run "$OSAGO_CORE_URL/openapi.json" \
-  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" --request-timeout 10 --max-response-time 5 --workers 2 \
+  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" --request-timeout 10 --workers 2 \
   --generation-database "$HOME/.cache/osago/schemathesis/examples" \
   --report junit,vcr --report-dir "$reports"

@@ -453,59 +453,12 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let opened = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
     let received: Arc<std::sync::Mutex<Vec<(Uuid, load::Received)>>> = Arc::default();
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    let pb = bar(n as u64, "opening SSE streams");
-    pb.set_style(ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} streams {elapsed_precise}")?);
-    let mut tasks = Vec::with_capacity(n);
-    for q in &quotes {
-        let (client, base, opened, failed, received, gate, q) = (
-            client.clone(),
-            stack.core_url.clone(),
-            opened.clone(),
-            failed.clone(),
-            received.clone(),
-            gate.clone(),
-            *q,
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut permit = gate.acquire_owned().await.ok();
-            let mine = AtomicUsize::new(0);
-            let sink = |e| received.lock().expect("received").push((q, e));
-            let result = load::follow(&client, &base, q, sink, Some(&mine));
-            tokio::pin!(result);
-            // Hold an opening slot until this stream's first bytes arrive.
-            loop {
-                tokio::select! {
-                    r = &mut result => {
-                        if r.is_err() || permit.is_some() { failed.fetch_add(1, Ordering::Relaxed); }
-                        return;
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(5)), if permit.is_some() => {
-                        if mine.load(Ordering::Relaxed) > 0 {
-                            permit = None;
-                            opened.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    let open_started = std::time::Instant::now();
-    while opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
-        && open_started.elapsed() < Duration::from_secs(120)
-    {
-        pb.set_position(opened.load(Ordering::Relaxed) as u64);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    pb.finish_with_message("open");
-    let open_seconds = open_started.elapsed().as_secs_f64();
+    let (tasks, streams_open, failed, open_seconds) =
+        open_streams(&client, &stack.core_url, &quotes, received.clone(), "SSE streams on core-app").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_open = procstat::rss_kib(core_pid).unwrap_or(0);
     let self_open = procstat::rss_kib(std::process::id()).unwrap_or(0);
-    let streams_open = opened.load(Ordering::Relaxed);
     println!(
         "    {streams_open} streams open in {open_seconds:.1} s; core-app RSS {rss_before} → {rss_open} KiB ({:.2} KiB/stream)",
         (rss_open as f64 - rss_before as f64) / streams_open.max(1) as f64
@@ -543,6 +496,20 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
     for t in &tasks {
         t.abort();
     }
+    // The same number of idle streams on the baseline: plain axum SSE, no application state.
+    let base_pid = stack.pid("baseline").unwrap_or(0);
+    let base_before = procstat::rss_kib(base_pid).unwrap_or(0);
+    let (base_tasks, base_open, _, _) =
+        open_streams(&client, &stack.baseline_url, &quotes, Arc::default(), "SSE streams on the baseline").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let base_after = procstat::rss_kib(base_pid).unwrap_or(0);
+    for t in &base_tasks {
+        t.abort();
+    }
+    println!(
+        "    baseline (plain axum SSE): {base_open} streams, RSS {base_before} → {base_after} KiB ({:.2} KiB/stream)",
+        (base_after as f64 - base_before as f64) / base_open.max(1) as f64
+    );
     let (brokers, topic) = (env.brokers.clone(), stack.topic.clone());
     let kafka = tokio::task::spawn_blocking(move || pipeline::scan_topic(&brokers, &topic)).await??;
     let core = pipeline::core_events(&core_url).await?;
@@ -579,6 +546,9 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         streams: n,
         streams_open,
         streams_failed: n - still_open,
+        baseline_streams_open: base_open,
+        baseline_rss_before_kib: base_before,
+        baseline_rss_open_kib: base_after,
         open_seconds,
         rss_before_kib: rss_before,
         rss_open_kib: rss_open,
@@ -637,7 +607,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         save(&env.out, "phase.json", &phases)?;
         println!("==> folding the profile (perf script | inferno-collapse-perf)");
         let script = std::process::Command::new("perf")
-            .args(["script", "-F", "comm,pid,tid,ip,sym", "-i"])
+            .args(["script", "--no-inline", "-F", "comm,pid,tid,time,period,event,ip,sym,dso", "-i"])
             .arg(&perf_data)
             .stderr(std::process::Stdio::null())
             .output()?;
@@ -732,4 +702,62 @@ fn postgres_label(pid: u32) -> String {
     } else {
         "postgres (other)".into()
     }
+}
+
+type StreamTasks = Vec<tokio::task::JoinHandle<()>>;
+
+/// Opens one SSE stream per quote on `base` (256 opening at a time); returns the stream
+/// tasks, how many opened, a counter of failed ones and the seconds it took.
+async fn open_streams(
+    client: &reqwest::Client,
+    base: &str,
+    quotes: &[Uuid],
+    received: Arc<std::sync::Mutex<Vec<(Uuid, load::Received)>>>,
+    label: &str,
+) -> (StreamTasks, usize, Arc<AtomicUsize>, f64) {
+    let n = quotes.len();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let pb = bar(n as u64, label);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} streams {elapsed_precise}")
+            .expect("template"),
+    );
+    let mut tasks = Vec::with_capacity(n);
+    for q in quotes {
+        let (client, base, opened, failed, received, gate, q) =
+            (client.clone(), base.to_string(), opened.clone(), failed.clone(), received.clone(), gate.clone(), *q);
+        tasks.push(tokio::spawn(async move {
+            let mut permit = gate.acquire_owned().await.ok();
+            let mine = AtomicUsize::new(0);
+            let sink = |e| received.lock().expect("received").push((q, e));
+            let result = load::follow(&client, &base, q, sink, Some(&mine));
+            tokio::pin!(result);
+            // Hold an opening slot until this stream's first bytes arrive.
+            loop {
+                tokio::select! {
+                    r = &mut result => {
+                        if r.is_err() || permit.is_some() { failed.fetch_add(1, Ordering::Relaxed); }
+                        return;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(5)), if permit.is_some() => {
+                        if mine.load(Ordering::Relaxed) > 0 {
+                            permit = None;
+                            opened.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let started = std::time::Instant::now();
+    while opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        pb.set_position(opened.load(Ordering::Relaxed) as u64);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pb.finish_and_clear();
+    (tasks, opened.load(Ordering::Relaxed), failed, started.elapsed().as_secs_f64())
 }

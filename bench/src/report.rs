@@ -263,6 +263,9 @@ pub struct FanOut {
     pub streams: usize,
     pub streams_open: usize,
     pub streams_failed: usize,
+    pub baseline_streams_open: usize,
+    pub baseline_rss_before_kib: u64,
+    pub baseline_rss_open_kib: u64,
     pub open_seconds: f64,
     pub rss_before_kib: u64,
     pub rss_open_kib: u64,
@@ -767,6 +770,14 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             ),
         );
         w(&mut md, format!("| **memory per idle stream** | **{:.2} KiB** (target ≤ 8 KiB) |", f.kib_per_stream()));
+        w(
+            &mut md,
+            format!(
+                "| the same number of idle streams on plain axum SSE (`bench-baseline`, no application state) | {:.2} KiB per stream |",
+                (f.baseline_rss_open_kib as f64 - f.baseline_rss_before_kib as f64)
+                    / f.baseline_streams_open.max(1) as f64
+            ),
+        );
         w(
             &mut md,
             format!(

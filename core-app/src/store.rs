@@ -315,6 +315,14 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Whether the quote is complete; `None` when it does not exist.
+pub async fn is_complete(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar("SELECT completed_at IS NOT NULL FROM quotes WHERE id = $1")
+        .bind(quote)
+        .fetch_optional(pool)
+        .await
+}
+
 /// One stored event, as SSE sends it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredEvent {

@@ -31,10 +31,26 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/api/v1/quotes", post(create))
         .route("/readyz", axum::routing::get(|| async { "ready" }))
+        .route("/api/v1/quotes/{id}/events", axum::routing::get(idle_stream))
         .with_state(pool);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// The floor of an idle SSE stream in axum: a `retry:` hello, then heartbeats only — what
+/// one stream costs before any application state.
+async fn idle_stream() -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let hello = futures::stream::once(async {
+        Ok::<_, std::convert::Infallible>(
+            Event::default().retry(std::time::Duration::from_secs(2)).comment("stream open"),
+        )
+    });
+    let stream = futures::StreamExt::chain(hello, futures::stream::pending());
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(10)).text("heartbeat"))
+        .into_response()
 }
 
 async fn create(State(pool): State<PgPool>, body: Bytes) -> Response {

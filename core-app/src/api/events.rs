@@ -43,6 +43,8 @@ pub struct Resume {
         (status = 404, description = "No such quote", body = openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The database is unavailable", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -60,13 +62,13 @@ pub async fn stream(
     // Subscribe before the first read, so nothing committed in between is missed.
     let mut subscription = state.hub.subscribe(id);
     subscription.mark_seen();
+    // Completion first, events second: a quote completing in between still has its events read.
+    let complete =
+        store::is_complete(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
     let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
-    if first.is_empty() {
-        let view = store::view(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
-        if view.status == "complete" {
-            // 204 tells EventSource not to reconnect: the stream is over.
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
+    if first.is_empty() && complete {
+        // 204 tells EventSource not to reconnect: the stream is over.
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let live = Live {
         pool: state.pool.clone(),

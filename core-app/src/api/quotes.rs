@@ -46,7 +46,7 @@ pub struct Created {
         (status = 422, description = "Invalid fields, all of them listed in `errors`", body = openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Aggregator unavailable", body = openapi::Problem, content_type = "application/problem+json",
+        (status = 503, description = "The aggregator or the database is unavailable", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
@@ -152,6 +152,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         (status = 200, description = "The quote", body = QuoteView),
         (status = 404, description = "No such quote", body = openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The database is unavailable", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<QuoteView>, Problem> {
