@@ -13,8 +13,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osago/target}"
 
-scripts/infra.sh up >/dev/null
 eval "$(scripts/infra.sh env)"
+if ! scripts/infra.sh up >/dev/null 2>&1; then
+  # Another checkout's Postgres and Kafka may hold the ports (a CI clone on this machine):
+  # any server that answers will do for a benchmark that makes its own databases and topics.
+  if psql "$OSAGO_PG_URL" -Atqc 'SELECT 1' >/dev/null 2>&1 &&
+     (exec 3<>"/dev/tcp/${OSAGO_KAFKA_BROKERS%:*}/${OSAGO_KAFKA_BROKERS##*:}") 2>/dev/null; then
+    echo "==> Postgres and Kafka answer on their ports but are not this checkout's; using them"
+  else
+    scripts/infra.sh up
+  fi
+fi
 
 if [[ ! -x /usr/lib/postgresql/15/bin/pgbench ]] && ! ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 && ! command -v pgbench >/dev/null; then
   echo "==> installing pgbench (postgresql-contrib)"

@@ -26,6 +26,13 @@ fi
 if [[ ${1:-} == --url ]]; then
   OSAGO_CORE_URL=${2:?--url needs core-app\'s base URL}
 elif [[ -z ${OSAGO_CORE_URL:-} ]]; then
+  # demo.sh would take another platform's core-app on these ports for its own: refuse.
+  for addr in "${CORE_APP_LISTEN:-127.0.0.1:8080}" "${AGGREGATOR_LISTEN:-127.0.0.1:8081}" "${SANDBOX_LISTEN:-127.0.0.1:9100}"; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+      echo "error: $addr is in use (another platform runs here); stop it, or test it with --url" >&2
+      exit 1
+    fi
+  done
   # Thousands of requests from one address: lift the per-client limit (429) for the run.
   export CORE_APP_CLIENT_RPS=${CORE_APP_CLIENT_RPS:-100000} CORE_APP_CLIENT_BURST=${CORE_APP_CLIENT_BURST:-100000}
   exec scripts/demo.sh --exec "$0"
