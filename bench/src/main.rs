@@ -150,13 +150,24 @@ async fn main() -> anyhow::Result<()> {
         }
         results.pipeline.extend(session.finish(&env).await?);
         stack.stop().await;
-        results.max_sustainable_qps = best;
+        // The highest load that held: the ramp's last good step, or a fixed level whose every run held.
+        let mut held: Vec<(f64, String)> = best.map(|q| (q, format!("ramp {q:.0} quotes/s"))).into_iter().collect();
+        for (label, qps) in &levels {
+            let runs: Vec<&report::PhaseResult> = results.pipeline.iter().filter(|p| &p.label == label).collect();
+            if !runs.is_empty() && runs.iter().all(|p| p.pass) {
+                held.push((*qps, label.clone()));
+            }
+        }
+        let top = held.into_iter().max_by(|a, b| a.0.total_cmp(&b.0));
+        results.max_sustainable_qps = top.as_ref().map(|t| t.0);
+        results.max_sustainable_label = top.map(|t| t.1);
         if let (Some(best), true) = (best, plan.reps_at_max > 0) {
             let mut stack = start_stack(&env, "max").await?;
             let mut session = Session::new(&mut stack).await?;
             session.warm_up(&vins).await?;
             for rep in 0..plan.reps_at_max {
                 session.phase(&format!("max {best:.0} quotes/s"), "max", rep, best, plan.window, &vins).await?;
+                results.max_sustainable_label = Some(format!("max {best:.0} quotes/s"));
             }
             results.pipeline.extend(session.finish(&env).await?);
             stack.stop().await;

@@ -297,6 +297,8 @@ pub struct Results {
     pub limits: Limits,
     pub pipeline: Vec<PhaseResult>,
     pub max_sustainable_qps: Option<f64>,
+    /// The phases that figure comes from.
+    pub max_sustainable_label: Option<String>,
     pub intake: Option<Intake>,
     pub fanout: Option<FanOut>,
     pub wall_seconds: f64,
@@ -406,9 +408,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
     // Targets.
     let at = |label_part: &str| by_level.iter().find(|(l, _)| l.starts_with(label_part)).map(|(_, v)| v.clone());
     let level100 = at("100 offers/s");
-    let max_label = results.max_sustainable_qps.map(|q| {
-        if results.plan.reps_at_max > 0 { format!("max {q:.0} quotes/s") } else { format!("ramp {q:.0} quotes/s") }
-    });
+    let max_label = results.max_sustainable_label.clone();
     let max_phases = max_label.as_ref().and_then(|l| at(l));
     w(&mut md, "## Targets".into());
     w(&mut md, String::new());
@@ -620,8 +620,9 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         Some(q) => w(
             &mut md,
             format!(
-                "**Highest sustainable load: {q:.0} quotes/s × 6 insurers = {:.0} offers/s** (the last step that held; the next one did not, or the ramp ended).",
-                q * 6.0
+                "**Highest sustainable load: {q:.0} quotes/s × 6 insurers = {:.0} offers/s** (the highest load that held: {}).",
+                q * 6.0,
+                results.max_sustainable_label.clone().unwrap_or_default()
             ),
         ),
         None => w(&mut md, "**No ramp step held.**".into()),
