@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes what hostile clients control (cargo fuzz: libFuzzer + AddressSanitizer), each
-# target for a bounded time: the quote request JSON, the identifier newtypes, the tariff.
+# target for a bounded time: the quote request JSON, the identifier newtypes, the tariff,
+# the `mapped` style's templates and answer pointers.
 # The targets live in fuzz/ (its own Cargo workspace); see fuzz/Cargo.toml for what each
 # one checks.
 #

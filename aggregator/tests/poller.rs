@@ -57,6 +57,15 @@ create_latency = { median = "5ms", p99 = "5ms" }
 offer_latency = { median = "300ms", p99 = "300ms" }
 
 [[insurer]]
+name = "renins"
+display_name = "Ренессанс Страхование"
+style = "rpc"
+auth = { type = "header", header = "X-Partner-Key", key = "renins-sandbox-key" }
+base_rate_position = 0.92
+create_latency = { median = "5ms", p99 = "5ms" }
+offer_latency = { median = "300ms", p99 = "300ms" }
+
+[[insurer]]
 name = "sogaz"
 display_name = "СОГАЗ"
 style = "create-poll"
@@ -320,15 +329,18 @@ where
 #[tokio::test]
 async fn each_api_style_ends_in_an_offer_at_the_tariff_price_with_one_event() {
     let mut h = Harness::new().await;
-    for name in ["alfa", "ingos", "reso"] {
+    for name in ["alfa", "ingos", "reso", "renins"] {
         h.start(h.settings(h.manifest(name))).await;
     }
     let request = application(10);
-    let id = h.submit(&request, &["alfa", "ingos", "reso"], Duration::from_secs(30), true).await;
+    let id = h.submit(&request, &["alfa", "ingos", "reso", "renins"], Duration::from_secs(30), true).await;
 
-    for (insurer, create) in
-        [("alfa", "POST /v1/calculate"), ("ingos", "POST /api/quotes"), ("reso", "POST /contracts")]
-    {
+    for (insurer, create) in [
+        ("alfa", "POST /v1/calculate"),
+        ("ingos", "POST /api/quotes"),
+        ("reso", "POST /contracts"),
+        ("renins", "POST /rpc"),
+    ] {
         let task = h.finished(id, insurer, Duration::from_secs(10)).await;
         assert_eq!((task.status.as_str(), task.version, task.lease_owner.as_deref()), ("offer", 1, None), "{insurer}");
         let event = h.only_event(id, insurer).await;
@@ -339,12 +351,20 @@ async fn each_api_style_ends_in_an_offer_at_the_tariff_price_with_one_event() {
         assert_eq!(offer.breakdown, expected.breakdown, "{insurer}");
         assert!(offer.insurer_reference.starts_with(&insurer.to_uppercase()), "{insurer}: {}", offer.insurer_reference);
         assert!(offer.valid_until > chrono::Utc::now(), "{insurer}");
-        assert_eq!(h.requests(insurer, create), 1, "{insurer}: one create");
+        if insurer == "renins" {
+            // One endpoint for both calls: a start and at least one status call.
+            assert!(h.requests(insurer, create) >= 2, "{insurer}: start and poll");
+        } else {
+            assert_eq!(h.requests(insurer, create), 1, "{insurer}: one create");
+        }
         assert!(task.attempts >= 2, "{insurer}: a create and at least one poll, got {}", task.attempts);
         let reference = task.insurer_ref.unwrap();
         match insurer {
             "alfa" => assert_eq!(reference, clients::task_key("alfa", id), "our request_id"),
             "ingos" => assert!(reference.starts_with("/ingos/api/operations?id=op-"), "{reference}"),
+            "renins" => {
+                assert!(reference.starts_with('T') && reference.len() == 17, "the insurer's ticket: {reference}")
+            }
             _ => assert!(Uuid::parse_str(&reference).is_ok(), "a contract id: {reference}"),
         }
     }
@@ -409,6 +429,24 @@ async fn a_400_from_the_insurer_fails_the_task_with_its_message() {
         event.outcome,
         InsurerOutcome::Failed {
             reason: "rejected: HTTP 400: policy.start_date: the policy cannot start in the past".into()
+        }
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_mapped_insurers_error_inside_http_200_fails_the_task_with_its_message() {
+    let mut h = Harness::new().await;
+    h.start(h.settings(h.manifest("renins"))).await;
+    let id = h.submit(&application(-1), &["renins"], Duration::from_secs(30), true).await;
+
+    let task = h.finished(id, "renins", Duration::from_secs(5)).await;
+    assert_eq!((task.status.as_str(), task.version, task.attempts), ("failed", 1, 1), "a rejection is not retried");
+    assert_eq!(
+        h.only_event(id, "renins").await.outcome,
+        InsurerOutcome::Failed {
+            reason: "rejected: HTTP 200: validation failed: policy.start_date: the policy cannot start in the past"
+                .into()
         }
     );
     h.stop().await;
@@ -659,6 +697,7 @@ fn every_example_manifest_matches_a_sandbox_personality() {
             sandbox::config::ApiStyle::CreatePoll => ApiStyle::CreatePoll,
             sandbox::config::ApiStyle::Operation => ApiStyle::Operation,
             sandbox::config::ApiStyle::OffersList => ApiStyle::OffersList,
+            sandbox::config::ApiStyle::Rpc => ApiStyle::Mapped,
         };
         assert_eq!(spec.api.style, style, "{name}");
         let secret = |auth: &crds::Auth| {

@@ -129,6 +129,7 @@ impl Harness {
             ApiStyle::CreatePoll => "create-poll",
             ApiStyle::Operation => "operation",
             ApiStyle::OffersList => "offers-list",
+            ApiStyle::Rpc => unreachable!("an rpc insurer needs a mapping; these tests use the built-in styles"),
         };
         manifest_at(name, &format!("{}/{personality}", self.base), style, spec)
     }

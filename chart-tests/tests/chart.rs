@@ -498,7 +498,7 @@ fn sample_insurers_are_post_install_hooks_pointing_at_the_sandbox() {
     let objects = render(None, &[]);
     let samples = of_kind(&objects, "InsurerIntegration");
     let names: Vec<&str> = samples.iter().map(|s| str_at(s, "/metadata/name")).collect();
-    assert_eq!(names, ["alfa", "ingos", "reso", "sogaz", "vsk", "zetta"]);
+    assert_eq!(names, ["alfa", "ingos", "reso", "sogaz", "vsk", "zetta", "renins"]);
     for sample in samples {
         let name = str_at(sample, "/metadata/name");
         assert_eq!(sample["metadata"]["annotations"]["helm.sh/hook"], "post-install,post-upgrade", "{name}");

@@ -218,14 +218,14 @@ fn install_upgrade_reconcile_and_uninstall_on_the_test_api_server() {
     let mut names: Vec<&str> =
         insurers["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["alfa", "ingos", "reso", "sogaz", "vsk", "zetta"]);
+    assert_eq!(names, ["alfa", "ingos", "renins", "reso", "sogaz", "vsk", "zetta"]);
     for item in insurers["items"].as_array().unwrap() {
         let name = item["metadata"]["name"].as_str().unwrap();
         let url = format!("http://{}.{ns}.svc:9100/{name}", c.name("sandbox"));
         assert_eq!(item["spec"]["api"]["baseUrl"], url.as_str());
     }
     // The short names of the CRD work (what the README and NOTES use).
-    assert_eq!(c.kubectl_ok(&["-n", ns, "get", "insurers", "-o", "name"]).lines().count(), 6);
+    assert_eq!(c.kubectl_ok(&["-n", ns, "get", "insurers", "-o", "name"]).lines().count(), 7);
 
     step("every pod the chart describes is admitted under \"restricted\"");
     let hooks = parse_manifests(&c.helm_ok(&["get", "hooks", &c.release]));
@@ -367,7 +367,7 @@ fn reconcile_with_the_operator(c: &Cluster, objects: &[Value]) {
             .unwrap()
             .to_string()
     };
-    let insurers = ["alfa", "ingos", "reso", "sogaz", "vsk", "zetta"];
+    let insurers = ["alfa", "ingos", "renins", "reso", "sogaz", "vsk", "zetta"];
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut missing: Vec<&str> = insurers.to_vec();
     while !missing.is_empty() {

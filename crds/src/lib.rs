@@ -237,8 +237,13 @@ impl InsurerIntegrationSpec {
         if self.api.auth.kind == AuthType::Header && self.api.auth.header.is_none() {
             return Err("api.auth.header names the header when api.auth.type is header".into());
         }
-        if self.api.mapping.is_some() {
-            return Err("api.mapping is only allowed with api.style mapped, which this version does not support".into());
+        match (&self.api.mapping, self.api.style) {
+            (Some(mapping), ApiStyle::Mapped) => {
+                mapping::Mapped::new(mapping).map_err(|e| e.to_string())?;
+            }
+            (None, ApiStyle::Mapped) => return Err("api.mapping is required when api.style is mapped".into()),
+            (Some(_), _) => return Err("api.mapping is only allowed with api.style mapped".into()),
+            (None, _) => {}
         }
         if self.retry.max_backoff < self.retry.initial_backoff {
             return Err("retry.maxBackoff must be at least retry.initialBackoff".into());
@@ -266,25 +271,16 @@ pub struct Api {
     )]
     pub base_url: String,
     /// Which protocol the insurer speaks: `create-poll` (create a calculation with our request id, poll it by
-    /// that id), `operation` (202 with an operation URL polled until done) or `offers-list` (create a contract,
-    /// request offers, poll the offers list).
+    /// that id), `operation` (202 with an operation URL polled until done), `offers-list` (create a contract,
+    /// request offers, poll the offers list) or `mapped` (described by `mapping`).
     pub style: ApiStyle,
     /// How the poller authenticates; credentials only by Secret reference.
     #[serde(default)]
     pub auth: Auth,
-    /// Declarative request templates and response field paths; only with style `mapped` (reserved: no poller
-    /// of this version reads it).
+    /// Request templates (minijinja) and JSON pointers into the answers, for an API no built-in style speaks;
+    /// required with style `mapped`, refused with any other. See examples/insurers/renins.yaml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub mapping: Option<serde_json::Value>,
-}
-
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "description": "Declarative request templates and response field paths; only with style `mapped`.",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
+    pub mapping: Option<mapping::Mapping>,
 }
 
 /// Which protocol the insurer speaks.
@@ -297,6 +293,8 @@ pub enum ApiStyle {
     Operation,
     /// Create a contract, request offers, poll the offers list.
     OffersList,
+    /// Described by `api.mapping`: templates build the calls, JSON pointers read the answers.
+    Mapped,
 }
 
 /// How the poller authenticates; credentials only by Secret reference.

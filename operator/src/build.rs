@@ -373,13 +373,22 @@ spec:
         let valid = validate(&resource()).unwrap();
         assert_eq!((valid.name.as_str(), valid.namespace.as_str()), ("alfa", "insurers"));
         assert_eq!(valid.owner.uid, "0b7c6f2e-1111-2222-3333-444455556666");
-        let cases: [(Edit, &str); 6] = [
+        let cases: [(Edit, &str); 7] = [
             (|r| r.metadata.uid = None, "no uid"),
             (|r| r.metadata.namespace = None, "namespaced"),
             (|r| r.metadata.name = Some("Alfa".into()), "DNS label"),
             (|r| r.metadata.name = Some("a".repeat(57)), "at most 56"),
             (|r| r.spec.api.base_url = "ftp://x".into(), "http or https"),
             (|r| r.spec.api.auth.secret_ref = None, "secretRef is required"),
+            (
+                // The API server cannot check a template; the operator does, before anything is built.
+                |r| {
+                    let renins = include_str!("../../examples/insurers/renins.yaml");
+                    r.spec.api = InsurerIntegration::from_yaml(renins).unwrap().spec.api;
+                    r.spec.api.mapping.as_mut().unwrap().create.body = Some("{{ request.owner".into());
+                },
+                "api.mapping.create.body: syntax error",
+            ),
         ];
         for (break_it, expected) in cases {
             let mut r = resource();

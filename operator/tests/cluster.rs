@@ -126,8 +126,23 @@ async fn invalid_resources_are_rejected_with_the_cel_messages() {
         ),
         (
             "mapping without mapped",
-            |v| v["spec"]["api"]["mapping"] = serde_json::json!({"create": {}}),
+            |v| v["spec"]["api"]["mapping"] = serde_json::to_value(example("renins").spec.api.mapping).unwrap(),
             "api.mapping is required exactly when api.style is mapped",
+        ),
+        (
+            "mapped without mapping",
+            |v| v["spec"]["api"]["style"] = "mapped".into(),
+            "api.mapping is required exactly when api.style is mapped",
+        ),
+        (
+            "mapping pointer not a pointer",
+            |v| {
+                v["spec"]["api"]["style"] = "mapped".into();
+                let mut mapping = serde_json::to_value(example("renins").spec.api.mapping).unwrap();
+                mapping["reference"] = "result.ticket".into();
+                v["spec"]["api"]["mapping"] = mapping;
+            },
+            "spec.api.mapping.reference: Invalid value",
         ),
         ("unknown style", |v| v["spec"]["api"]["style"] = "smoke-signals".into(), "Unsupported value"),
         (

@@ -72,7 +72,7 @@ fn default_validity() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 
-/// The three partner API shapes seen in the wild (see OSAGO_REFERENCE.md).
+/// The partner API shapes: three seen in the wild (see OSAGO_REFERENCE.md), and one only `mapped` speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApiStyle {
@@ -82,6 +82,8 @@ pub enum ApiStyle {
     Operation,
     /// `POST /contracts`, `POST /contracts/{id}/offers`, then `GET /contracts/{id}/offers`.
     OffersList,
+    /// JSON-RPC 2.0 at `POST /rpc`, unlike any built-in client: only the `mapped` style speaks it.
+    Rpc,
 }
 
 /// How callers authenticate.

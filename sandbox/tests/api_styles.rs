@@ -291,7 +291,7 @@ async fn outcomes_are_deterministic_under_a_seed() {
 fn the_shipped_configuration_is_valid() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sandbox.toml")).unwrap();
     let config = Config::from_toml(&text).unwrap();
-    assert_eq!(config.insurers.len(), 7);
+    assert_eq!(config.insurers.len(), 8);
     for style in ["create-poll", "operation", "offers-list"] {
         assert!(text.contains(&format!("style = \"{style}\"")), "{style} not shipped");
     }

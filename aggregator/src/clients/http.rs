@@ -18,7 +18,7 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_MESSAGE: usize = 1000;
 
 /// Extracts the human message from a style's error body.
-pub(crate) type ErrorMessage = fn(&[u8]) -> Option<String>;
+pub(crate) type ErrorMessage = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
 
 /// One insurer's HTTP endpoint with everything each call needs.
 pub(crate) struct Http {
@@ -43,9 +43,10 @@ impl Http {
     pub fn new(
         spec: &InsurerIntegrationSpec,
         credentials: Credentials,
-        error_message: ErrorMessage,
+        error_message: impl Fn(&[u8]) -> Option<String> + Send + Sync + 'static,
         guard: Arc<Resilience>,
     ) -> Result<Self, ClientError> {
+        let error_message: ErrorMessage = Arc::new(error_message);
         let raw = &spec.api.base_url;
         let mut base = Url::parse(raw).map_err(|e| ClientError::BaseUrl(raw.clone(), e.to_string()))?;
         if base.scheme() == "https" {
@@ -125,7 +126,7 @@ impl Http {
             }
             body.extend_from_slice(&chunk);
         }
-        classify(status, retry_after, &body, self.error_message)?;
+        classify(status, retry_after, &body, &*self.error_message)?;
         Ok(Answer { status, retry_after, location, body })
     }
 }
@@ -141,7 +142,7 @@ pub(crate) fn classify(
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],
-    error_message: ErrorMessage,
+    error_message: &dyn Fn(&[u8]) -> Option<String>,
 ) -> Result<(), CallError> {
     match status {
         200..=299 => Ok(()),
@@ -215,10 +216,10 @@ mod tests {
             (302, None, "", Err(CallError::Protocol("unexpected HTTP status 302".into()))),
         ];
         for (status, retry_after, body, expected) in cases {
-            assert_eq!(classify(status, retry_after, body.as_bytes(), message), expected, "{status}");
+            assert_eq!(classify(status, retry_after, body.as_bytes(), &message), expected, "{status}");
         }
         let long = "я".repeat(5000);
-        match classify(400, None, long.as_bytes(), message) {
+        match classify(400, None, long.as_bytes(), &message) {
             Err(CallError::Client { message, .. }) => assert_eq!(message.chars().count(), MAX_MESSAGE),
             other => panic!("{other:?}"),
         }

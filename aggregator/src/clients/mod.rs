@@ -1,4 +1,5 @@
-//! Clients of the insurers' partner APIs: one per API style, all behind [`InsurerApi`], so
+//! Clients of the insurers' partner APIs: one per API style (three built in, and `mapped`,
+//! declared in the manifest), all behind [`InsurerApi`], so
 //! the poller only ever sees "create", "poll" and their typed results.
 //!
 //! Each client is an imperative shell (HTTP, auth) around pure mapping functions — insurer
@@ -15,6 +16,7 @@ mod wire;
 
 pub mod breaker;
 pub mod create_poll;
+pub mod mapped;
 pub mod offers_list;
 pub mod operation;
 pub mod resilience;
@@ -200,6 +202,8 @@ pub enum ClientError {
     NoTls(String),
     #[error("building the HTTP client: {0}")]
     Http(String),
+    #[error("{0}")]
+    Mapping(String),
 }
 
 /// Our name of one task at an insurer: the create-poll `request_id` and the operation
@@ -220,6 +224,7 @@ pub fn for_manifest(manifest: &InsurerIntegration, secrets_dir: &Path) -> Result
         ApiStyle::CreatePoll => Arc::new(create_poll::CreatePoll::new(spec, credentials, guard)?),
         ApiStyle::Operation => Arc::new(operation::Operation::new(spec, credentials, guard)?),
         ApiStyle::OffersList => Arc::new(offers_list::OffersList::new(spec, credentials, guard)?),
+        ApiStyle::Mapped => Arc::new(mapped::Mapped::new(spec, credentials, guard)?),
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod create_poll;
 pub mod offers_list;
 pub mod operation;
+pub mod rpc;
 
 use crate::config::{ApiStyle, Auth};
 use crate::engine::{self, Decision};
@@ -29,6 +30,7 @@ pub fn router(insurer: Arc<Insurer>) -> Router {
         ApiStyle::CreatePoll => create_poll::router(),
         ApiStyle::Operation => operation::router(),
         ApiStyle::OffersList => offers_list::router(),
+        ApiStyle::Rpc => rpc::router(),
     };
     api.route_layer(middleware::from_fn_with_state(insurer.clone(), guard)).with_state(insurer)
 }
@@ -106,6 +108,12 @@ pub fn error_body(style: ApiStyle, code: &str, message: &str, fields: &[FieldErr
                 errors.push(json!({"code": code, "message": message}));
             }
             json!({ "errors": errors })
+        }
+        ApiStyle::Rpc => {
+            let details: Vec<String> = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+            let message =
+                if details.is_empty() { message.to_string() } else { format!("{message}: {}", details.join("; ")) };
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message, "data": {"reason": code}}})
         }
     }
 }
