@@ -101,12 +101,31 @@ cat <<MSG
 
 MSG
 
+# The sample quote, then its trace: the trace id core-app answered with must be in the logs of
+# every service the quote went through (core-app twice: the request and the Kafka events).
+smoke() {
+  "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s | tee "$logs/../quote.txt"
+  local trace
+  trace=$(sed -n 's/^trace //p' "$logs/../quote.txt")
+  [[ -n $trace ]] || { echo "error: core-app answered without x-trace-id" >&2; return 1; }
+  sleep 1 # the last log lines are flushed
+  for log in core-app aggregator poller-alfa poller-renins; do
+    if ! grep -q "\"trace_id\":\"$trace\"" "$logs/$log.log"; then
+      echo "error: trace $trace is not in $logs/$log.log" >&2
+      return 1
+    fi
+  done
+  grep -q "event applied.*$trace\|$trace.*event applied" "$logs/core-app.log" ||
+    { echo "error: core-app consumed no event of trace $trace (Kafka header lost?)" >&2; return 1; }
+  say "trace $trace: core-app → aggregator → pollers → Kafka → core-app, in every log"
+}
+
 case "${1:-}" in
   --smoke)
-    "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
+    smoke
     exit $? ;;
   --e2e)
-    "$bin/osago" --url "http://$CORE_ADDR" quote --expect-offers 3 --timeout 120s
+    smoke || exit 1
     say "browser tests against http://$CORE_ADDR (screenshots in tests/e2e/artifacts/)"
     OSAGO_E2E_BASE_URL="http://$CORE_ADDR" node --test tests/e2e/quote.spec.mjs
     exit $? ;;

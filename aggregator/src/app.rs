@@ -42,6 +42,7 @@ pub fn router(pool: PgPool, partners: Partners, partner_rate: (u32, u32)) -> Rou
         ))
         .merge(probes(pool))
         .layer(axum::middleware::from_fn(track_http))
+        .layer(axum::middleware::from_fn(platform::trace::layer))
 }
 
 /// Serves intake on `listener` and runs the relay until `shutdown` resolves.

@@ -5,7 +5,7 @@
 use crate::partners::Partners;
 use crate::registry::{self, ActiveInsurer};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use domain::intake::{Accepted, AssignedInsurer};
 use domain::request::{QuoteRequest, RequestError};
 use platform::Problem;
 use platform::ratelimit::KeyedLimit;
+use platform::trace::TraceParent;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -67,7 +68,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
-async fn create_application(State(state): State<Intake>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+async fn create_application(
+    State(state): State<Intake>,
+    trace: Option<Extension<TraceParent>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    // Routers built without the trace layer (tests) start a trace here.
+    let trace = trace.map_or_else(TraceParent::root, |Extension(trace)| trace);
     let partner = partner(&state, &headers)?.to_string();
     let key = idempotency_key(&headers)?;
     let request = QuoteRequest::from_json(&body, Utc::now().date_naive()).map_err(|e| match e {
@@ -76,7 +84,7 @@ async fn create_application(State(state): State<Intake>, headers: HeaderMap, bod
     })?;
     let normalised = serde_json::to_value(&request).map_err(internal)?;
     let hash = Sha256::digest(normalised.to_string().as_bytes()).to_vec();
-    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised).await.map_err(Problem::database)? {
+    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised, &trace).await.map_err(Problem::database)? {
         Stored::Created(accepted) => {
             metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created")
                 .increment(1);
@@ -107,6 +115,7 @@ async fn store(
     key: Option<&str>,
     hash: &[u8],
     request: &serde_json::Value,
+    trace: &TraceParent,
 ) -> sqlx::Result<Stored> {
     let mut tx = pool.begin().await?;
     if let Some(key) = key
@@ -125,8 +134,8 @@ async fn store(
     let deadline_of = |i: &ActiveInsurer| now + chrono::Duration::milliseconds(i64::from(i.quote_timeout_ms));
     let deadline = insurers.iter().map(deadline_of).max().unwrap_or(now);
     let inserted = sqlx::query(
-        "INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+        "INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner, idempotency_key) DO NOTHING",
     )
     .bind(id)
     .bind(partner)
@@ -134,6 +143,7 @@ async fn store(
     .bind(hash)
     .bind(request)
     .bind(deadline)
+    .bind(trace.to_string())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {

@@ -123,21 +123,26 @@ struct Row {
     message_key: String,
     payload: sqlx::types::Json<serde_json::Value>,
     created_at: chrono::DateTime<chrono::Utc>,
+    traceparent: Option<String>,
 }
 
 /// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged.
 async fn publish_batch(pool: &PgPool, producer: &FutureProducer, topic: &str) -> anyhow::Result<usize> {
-    let rows: Vec<Row> = sqlx::query_as("SELECT id, message_key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
-        .bind(BATCH)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT id, message_key, payload, created_at, traceparent FROM outbox ORDER BY id LIMIT $1")
+            .bind(BATCH)
+            .fetch_all(pool)
+            .await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let payloads: Vec<Vec<u8>> = rows.iter().map(|r| serde_json::to_vec(&r.payload.0)).collect::<Result<_, _>>()?;
     // All sends are in flight together; the idempotent producer keeps their order per partition.
     let sends = rows.iter().zip(&payloads).map(|(row, payload)| {
-        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+        let mut headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+        if let Some(trace) = &row.traceparent {
+            headers = headers.insert(Header { key: platform::trace::HEADER, value: Some(trace.as_str()) });
+        }
         let record = FutureRecord::to(topic).key(&row.message_key).payload(payload).headers(headers);
         producer.send(record, Duration::from_secs(0))
     });

@@ -372,6 +372,35 @@ async fn each_api_style_ends_in_an_offer_at_the_tariff_price_with_one_event() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn insurer_calls_carry_the_applications_trace() {
+    let mut h = Harness::new().await;
+    h.start(h.settings(h.manifest("alfa"))).await;
+    let id = h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
+    let trace = platform::trace::TraceParent::root();
+    sqlx::query("UPDATE applications SET traceparent = $2 WHERE id = $1")
+        .bind(id)
+        .bind(trace.to_string())
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('osago_tasks', 'alfa')").execute(&h.pool).await.unwrap();
+    let untraced = h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
+    h.finished(id, "alfa", Duration::from_secs(10)).await;
+    h.finished(untraced, "alfa", Duration::from_secs(10)).await;
+    let seen = h.sandbox["alfa"].counters.snapshot().trace_ids;
+    assert!(seen.contains(&trace.trace_id()), "the create and polls carry the quote's trace: {seen:?}");
+    let own = format!("{:032x}", untraced.as_u128());
+    assert_eq!(seen, [trace.trace_id(), own].into(), "one trace per quote; without one, the quote's id");
+    let traced: Option<String> = sqlx::query_scalar("SELECT traceparent FROM outbox WHERE message_key = $1")
+        .bind(id.to_string())
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let traced = platform::trace::TraceParent::parse(&traced.unwrap()).unwrap();
+    assert_eq!(traced.trace_id(), trace.trace_id(), "the outbox event is in the same trace");
+}
+
 // ------------------------------------------------------------------ (b) other endings
 
 #[tokio::test]

@@ -4,9 +4,10 @@
 
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
+use platform::trace::TraceParent;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -15,17 +16,25 @@ fn event(quote: Uuid, insurer: &str) -> QuoteEvent {
     QuoteEvent::new(quote, insurer, 1, InsurerOutcome::Declined { reason: "test".into() }, Utc::now())
 }
 
-/// Up to `n` events, waiting at most `quiet` for each.
-async fn received_within(consumer: &StreamConsumer, n: usize, quiet: Duration) -> Vec<QuoteEvent> {
+/// Up to `n` events with their `traceparent` header, waiting at most `quiet` for each.
+async fn received_within(consumer: &StreamConsumer, n: usize, quiet: Duration) -> Vec<(QuoteEvent, Option<String>)> {
     let mut out = vec![];
     while out.len() < n {
         let Ok(message) = tokio::time::timeout(quiet, consumer.recv()).await else { break };
-        out.push(serde_json::from_slice(message.unwrap().payload().unwrap()).unwrap());
+        let message = message.unwrap();
+        let trace = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == "traceparent")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        out.push((serde_json::from_slice(message.payload().unwrap()).unwrap(), trace));
     }
     out
 }
 
-async fn received(consumer: &StreamConsumer, n: usize) -> Vec<QuoteEvent> {
+async fn received(consumer: &StreamConsumer, n: usize) -> Vec<(QuoteEvent, Option<String>)> {
     received_within(consumer, n, Duration::from_secs(15)).await
 }
 
@@ -49,10 +58,11 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     // Transaction A takes the lower id but commits after B.
     let quote = Uuid::new_v4();
     let (late, early) = (event(quote, "alfa"), event(quote, "reso"));
+    let trace = TraceParent::root();
     let mut a = pool.begin().await.unwrap();
-    aggregator::outbox::append(&mut a, &late).await.unwrap();
+    aggregator::outbox::append(&mut a, &late, &trace).await.unwrap();
     let mut b = pool.begin().await.unwrap();
-    aggregator::outbox::append(&mut b, &early).await.unwrap();
+    aggregator::outbox::append(&mut b, &early, &trace.child()).await.unwrap();
     b.commit().await.unwrap();
 
     let (stop, _) = watch::channel(false);
@@ -65,11 +75,17 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
     let first = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), stopped(&stop)));
     let got = received(&consumer, 1).await;
-    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [early.event_id]);
+    assert_eq!(got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(), [early.event_id]);
+    let sent = TraceParent::parse(got[0].1.as_deref().unwrap()).expect("a valid traceparent header");
+    assert_eq!(sent.trace_id(), trace.trace_id(), "the quote's trace travels with the message");
 
     a.commit().await.unwrap();
     let got = received(&consumer, 1).await;
-    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [late.event_id], "the late commit is not skipped");
+    assert_eq!(
+        got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(),
+        [late.event_id],
+        "the late commit is not skipped"
+    );
     for _ in 0..50 {
         if outbox_rows(&pool).await == 0 {
             break;
@@ -85,18 +101,22 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = pool.acquire().await.unwrap();
     let once = event(Uuid::new_v4(), "alfa");
-    aggregator::outbox::append(&mut conn, &once).await.unwrap();
+    aggregator::outbox::append(&mut conn, &once, &trace).await.unwrap();
     // A second copy would follow within milliseconds; three quiet seconds are plenty.
     let got = received_within(&consumer, 2, Duration::from_secs(3)).await;
-    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [once.event_id], "published once");
+    assert_eq!(got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(), [once.event_id], "published once");
 
     // When the active relay stops, the standby takes over.
     stop.send(true).unwrap();
     first.await.unwrap().unwrap();
     let handover = event(Uuid::new_v4(), "reso");
-    aggregator::outbox::append(&mut conn, &handover).await.unwrap();
+    aggregator::outbox::append(&mut conn, &handover, &trace).await.unwrap();
     let got = received(&consumer, 1).await;
-    assert_eq!(got.iter().map(|e| e.event_id).collect::<Vec<_>>(), [handover.event_id], "the standby published it");
+    assert_eq!(
+        got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(),
+        [handover.event_id],
+        "the standby published it"
+    );
     stop_second.send(true).unwrap();
     second.await.unwrap().unwrap();
 }

@@ -79,6 +79,7 @@ async fn quote(base: &str, body: &Value, expect_offers: usize) -> anyhow::Result
     let started = Instant::now();
     let response = http.post(format!("{base}/api/v1/quotes")).json(body).send().await.context("POST /api/v1/quotes")?;
     let status = response.status();
+    let trace = response.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let created: Value = response.json().await?;
     if status != 201 {
         bail!("quote not created ({status}): {created}");
@@ -91,6 +92,9 @@ async fn quote(base: &str, body: &Value, expect_offers: usize) -> anyhow::Result
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
     println!("quote {id}: sent to {} insurers ({})", insurers.len(), insurers.join(", "));
+    if let Some(trace) = trace {
+        println!("trace {trace}");
+    }
 
     let events_url = format!("{base}{}", created["events_url"].as_str().context("events_url")?);
     let mut stream = http.get(&events_url).send().await?.bytes_stream().eventsource();

@@ -4,6 +4,7 @@
 //! (503 + Retry-After) instead of each waiting out its timeouts.
 
 use domain::intake::Accepted;
+use platform::trace::TraceParent;
 use recloser::{AsyncRecloser, Recloser};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,12 @@ impl AggregatorClient {
     }
 
     /// Submits an application (the normalised request JSON).
-    pub async fn submit(&self, request: &serde_json::Value, idempotency_key: &str) -> Result<Accepted, SubmitError> {
+    pub async fn submit(
+        &self,
+        request: &serde_json::Value,
+        idempotency_key: &str,
+        trace: &TraceParent,
+    ) -> Result<Accepted, SubmitError> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -82,7 +88,7 @@ impl AggregatorClient {
             }
             // Only the aggregator's own failures count; a rejected request says nothing of its health.
             let is_failure = |e: &SubmitError| matches!(e, SubmitError::Unavailable { .. });
-            let outcome = self.breaker.call_with(is_failure, self.submit_once(request, idempotency_key)).await;
+            let outcome = self.breaker.call_with(is_failure, self.submit_once(request, idempotency_key, trace)).await;
             let outcome = outcome.map_err(|e| match e {
                 recloser::Error::Inner(e) => e,
                 recloser::Error::Rejected => {
@@ -104,12 +110,18 @@ impl AggregatorClient {
         }))
     }
 
-    async fn submit_once(&self, request: &serde_json::Value, key: &str) -> Result<Accepted, SubmitError> {
+    async fn submit_once(
+        &self,
+        request: &serde_json::Value,
+        key: &str,
+        trace: &TraceParent,
+    ) -> Result<Accepted, SubmitError> {
         let response = self
             .http
             .post(format!("{}/internal/v1/applications", self.base_url))
             .bearer_auth(&self.token)
             .header("Idempotency-Key", key)
+            .header(platform::trace::HEADER, trace.to_string())
             .json(request)
             .send()
             .await

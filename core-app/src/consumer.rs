@@ -6,13 +6,15 @@ use crate::store::{self, Applied};
 use domain::events::QuoteEvent;
 use futures::FutureExt;
 use futures::future::join_all;
+use platform::trace::TraceParent;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Messages taken into one round at most.
@@ -104,7 +106,7 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
 /// its commit's fsync, so one at a time caps the consumer at one event per commit
 /// latency), strictly in order within a quote (the message key), as the log has them.
 async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
-    let mut quotes: Vec<Vec<QuoteEvent>> = Vec::new();
+    let mut quotes: Vec<Vec<(QuoteEvent, TraceParent)>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for message in batch {
         match message.payload().map(serde_json::from_slice::<QuoteEvent>) {
@@ -113,7 +115,7 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
                     quotes.push(Vec::new());
                     quotes.len() - 1
                 });
-                quotes[slot].push(event);
+                quotes[slot].push((event, trace_of(message)));
             }
             // A message we cannot read will not become readable; skip it loudly.
             _ => {
@@ -127,14 +129,26 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
         }
     }
     join_all(quotes.into_iter().map(|events| async move {
-        for event in events {
-            let applied = apply_until_stored(pool, &event).await;
+        for (event, trace) in events {
+            let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
+            let applied = apply_until_stored(pool, &event).instrument(span.clone()).await;
+            span.in_scope(|| {
+                tracing::info!(insurer = %event.insurer, version = event.version, result = applied.label(), "event applied")
+            });
             metrics::counter!("quote_events_consumed_total", "result" => applied.label()).increment(1);
             let lag = (chrono::Utc::now() - event.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("quote_event_delivery_seconds").record(lag);
         }
     }))
     .await;
+}
+
+/// The message's `traceparent` header, or a new trace for a message sent without one.
+fn trace_of(message: &BorrowedMessage<'_>) -> TraceParent {
+    let header = message.headers().and_then(|headers| {
+        headers.iter().find(|h| h.key == platform::trace::HEADER).and_then(|h| h.value).map(String::from_utf8_lossy)
+    });
+    TraceParent::from_header(header.as_deref())
 }
 
 /// Retries while the database is unavailable: an event is never skipped.

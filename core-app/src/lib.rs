@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::router())
         .merge(routes(ready))
         .layer(axum::middleware::from_fn(track_http))
+        .layer(axum::middleware::from_fn(platform::trace::layer))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(30),
@@ -61,6 +62,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static(platform::trace::HEADER),
         ])
         .expose_headers([header::LOCATION, header::RETRY_AFTER])
 }

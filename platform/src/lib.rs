@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod problem;
 pub mod ratelimit;
 pub mod telemetry;
+pub mod trace;
 
 pub use problem::Problem;
 

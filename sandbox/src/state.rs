@@ -5,7 +5,7 @@ use crate::config::{Faults, Personality};
 use crate::engine::Decision;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 const CALCULATION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Arrival times kept for the per-second peak; enough for minutes of heavy load.
 const ARRIVALS_KEPT: usize = 200_000;
+/// Trace ids kept for tests; a long demo stops adding after this many.
+const TRACE_IDS_KEPT: usize = 1000;
 
 /// One fake insurer at run time.
 pub struct Insurer {
@@ -147,6 +149,7 @@ struct CounterData {
     by_endpoint: BTreeMap<String, u64>,
     by_status: BTreeMap<u16, u64>,
     arrivals: VecDeque<Instant>,
+    trace_ids: BTreeSet<String>,
 }
 
 /// A snapshot of [`Counters`].
@@ -157,12 +160,21 @@ pub struct CounterSnapshot {
     pub by_status: BTreeMap<u16, u64>,
     /// The most requests that arrived within any one-second window.
     pub max_requests_per_second: u64,
+    /// W3C trace ids the calls carried in `traceparent` (the first 1000).
+    #[serde(default)]
+    pub trace_ids: BTreeSet<String>,
 }
 
 impl Counters {
-    /// Records a request as it arrives, before any fault or limit applies.
-    pub fn arrived(&self, endpoint: &str) {
+    /// Records a request as it arrives, before any fault or limit applies, with its `traceparent`.
+    pub fn arrived(&self, endpoint: &str, traceparent: Option<&str>) {
         let mut c = self.inner.lock().expect("counters lock");
+        // A traceparent is 00-<trace id>-<span id>-<flags>; the sandbox only keeps the trace id.
+        if let Some(trace_id) = traceparent.and_then(|t| t.split('-').nth(1))
+            && c.trace_ids.len() < TRACE_IDS_KEPT
+        {
+            c.trace_ids.insert(trace_id.to_string());
+        }
         c.total += 1;
         *c.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
         if c.arrivals.len() == ARRIVALS_KEPT {
@@ -184,6 +196,7 @@ impl Counters {
             by_endpoint: c.by_endpoint.clone(),
             by_status: c.by_status.clone(),
             max_requests_per_second: max_in_window(&c.arrivals, Duration::from_secs(1)),
+            trace_ids: c.trace_ids.clone(),
         }
     }
 

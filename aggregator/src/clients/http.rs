@@ -103,6 +103,10 @@ impl Http {
     /// Makes `call` with `request` through the insurer's protections (retrying it when that
     /// is safe), reading the whole body. Any status but 2xx becomes the matching [`CallError`].
     pub async fn send(&self, call: Call, request: RequestBuilder, ctx: &CallContext) -> Result<Answer, CallError> {
+        let request = match ctx.trace() {
+            Some(trace) => request.header(platform::trace::HEADER, trace.to_string()),
+            None => request,
+        };
         self.guard
             .run(call, ctx, || {
                 // JSON and empty bodies always clone.

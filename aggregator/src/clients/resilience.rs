@@ -30,6 +30,7 @@ use super::breaker::{Breaker, BreakerSettings};
 use super::retry::{self, Decision, Idempotency, RetryBudget, RetryPolicy};
 use crds::InsurerIntegrationSpec;
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use platform::trace::TraceParent;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -49,12 +50,24 @@ pub const RATE_LIMIT_JITTER: Duration = Duration::from_millis(10);
 pub struct CallContext {
     until: tokio::time::Instant,
     calls: AtomicU32,
+    trace: Option<TraceParent>,
 }
 
 impl CallContext {
     /// Calls (and their retries) must be over by `until`.
     pub fn new(until: tokio::time::Instant) -> Self {
-        CallContext { until, calls: AtomicU32::new(0) }
+        CallContext { until, calls: AtomicU32::new(0), trace: None }
+    }
+
+    /// Calls carry `traceparent: trace` (the quote's trace, this step's span).
+    pub fn with_trace(mut self, trace: TraceParent) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The trace the calls belong to.
+    pub fn trace(&self) -> Option<&TraceParent> {
+        self.trace.as_ref()
     }
 
     /// The step's deadline.

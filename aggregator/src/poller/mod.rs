@@ -33,6 +33,7 @@ use anyhow::Context;
 use crds::InsurerIntegration;
 use domain::events::InsurerOutcome;
 use domain::request::QuoteRequest;
+use platform::trace::TraceParent;
 use schedule::Schedule;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -151,8 +152,17 @@ pub async fn run_with_api(
                 Ok(tasks) => {
                     let more_may_be_due = tasks.len() == free;
                     for task in tasks {
-                        let span = info_span!("task", %insurer, task = %task.application_id);
-                        in_flight.spawn(ctx.clone().run(task).instrument(span));
+                        // The quote's trace; an application stored without one is traced by its id.
+                        let trace = task
+                            .traceparent
+                            .as_deref()
+                            .and_then(TraceParent::parse)
+                            .or_else(|| TraceParent::with_trace_id(task.application_id.as_u128()))
+                            .unwrap_or_else(TraceParent::root)
+                            .child();
+                        let span =
+                            info_span!("task", %insurer, task = %task.application_id, trace_id = %trace.trace_id());
+                        in_flight.spawn(ctx.clone().run(task, trace).instrument(span));
                     }
                     tasks_in_flight.set(in_flight.len() as f64);
                     // When every slot was filled, a finishing step wakes the loop instead.
@@ -284,14 +294,14 @@ struct Step {
 
 impl Step {
     /// One step of one claimed task: call the insurer, decide, write back.
-    async fn run(self: Arc<Self>, task: store::ClaimedTask) {
+    async fn run(self: Arc<Self>, task: store::ClaimedTask, trace: TraceParent) {
         let started = tokio::time::Instant::now();
         let attempts = u32::try_from(task.attempts).unwrap_or(0);
         let id = task.application_id;
         let age = Duration::try_from_secs_f64(task.age).unwrap_or_default();
         let deadline = started + Duration::try_from_secs_f64(task.deadline_in).unwrap_or_default();
         let lease_end = started + self.budget;
-        let ctx = CallContext::new(deadline.min(lease_end));
+        let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
         let transition = if task.expired {
             transition::expired(attempts)
         } else {
@@ -302,7 +312,7 @@ impl Step {
                 Err(_) => transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout),
             }
         };
-        self.write(id, transition, age + started.elapsed()).await;
+        self.write(id, transition, age + started.elapsed(), &trace).await;
     }
 
     async fn call(&self, task: store::ClaimedTask, attempts: u32, ctx: &CallContext) -> Transition {
@@ -323,9 +333,9 @@ impl Step {
     }
 
     /// Writes the step's result; `age` is how long ago the application arrived.
-    async fn write(&self, id: Uuid, transition: Transition, age: Duration) {
+    async fn write(&self, id: Uuid, transition: Transition, age: Duration, trace: &TraceParent) {
         for tries in 1..=WRITE_TRIES {
-            match self.write_once(id, &transition, age).await {
+            match self.write_once(id, &transition, age, trace).await {
                 Ok(()) => return,
                 Err(error) if tries < WRITE_TRIES => {
                     warn!(%error, tries, "writing the task back failed; retrying");
@@ -338,7 +348,13 @@ impl Step {
         }
     }
 
-    async fn write_once(&self, id: Uuid, transition: &Transition, age: Duration) -> sqlx::Result<()> {
+    async fn write_once(
+        &self,
+        id: Uuid,
+        transition: &Transition,
+        age: Duration,
+        trace: &TraceParent,
+    ) -> sqlx::Result<()> {
         let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
         match transition {
             Transition::Reschedule { insurer_ref, attempts, wait, cause } => {
@@ -356,7 +372,8 @@ impl Step {
             }
             Transition::Finish { insurer_ref, attempts, outcome } => {
                 let finished =
-                    store::finish(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, outcome.clone()).await?;
+                    store::finish(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, outcome.clone(), trace)
+                        .await?;
                 let Some(event) = finished else {
                     warn!("lease lost to another replica; outcome dropped");
                     return Ok(());

@@ -7,6 +7,7 @@
 use crate::outbox;
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
+use platform::trace::TraceParent;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -27,6 +28,8 @@ pub struct ClaimedTask {
     pub age: f64,
     /// The application, only while the calculation still has to be created.
     pub request: Option<Json<Value>>,
+    /// The application's W3C `traceparent` (none for applications stored before traces).
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` due tasks of `insurer` whose lease is free or has run out.
@@ -52,7 +55,7 @@ pub async fn claim(
          RETURNING t.application_id, t.insurer_ref, t.attempts, t.deadline <= now() AS expired,
                    EXTRACT(EPOCH FROM t.deadline - now())::float8 AS deadline_in,
                    EXTRACT(EPOCH FROM now() - a.created_at)::float8 AS age,
-                   CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request",
+                   CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request, a.traceparent",
     )
     .bind(insurer)
     .bind(me)
@@ -106,6 +109,8 @@ pub async fn reschedule(
 /// Ends the task with `outcome` and appends its event, in one transaction: status,
 /// `version + 1`, lease released, outbox row with that version. Returns the event, or
 /// `None` when the lease was lost (nothing is written then).
+// The row's key (insurer, me, id), its new state (reference, attempts, outcome) and the trace.
+#[allow(clippy::too_many_arguments)]
 pub async fn finish(
     pool: &PgPool,
     insurer: &str,
@@ -114,6 +119,7 @@ pub async fn finish(
     insurer_ref: Option<&str>,
     attempts: u32,
     outcome: InsurerOutcome,
+    trace: &TraceParent,
 ) -> sqlx::Result<Option<QuoteEvent>> {
     let mut tx = pool.begin().await?;
     let version: Option<i32> = sqlx::query_scalar(
@@ -136,7 +142,7 @@ pub async fn finish(
     };
     let version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let event = QuoteEvent::new(application_id, insurer, version, outcome, Utc::now());
-    outbox::append(&mut tx, &event).await?;
+    outbox::append(&mut tx, &event, trace).await?;
     tx.commit().await?;
     Ok(Some(event))
 }

@@ -6,13 +6,14 @@ use crate::aggregator_client::SubmitError;
 use crate::store::{self, QuoteView};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::intake::Accepted;
 use domain::request::{QuoteRequest, RequestError};
 use platform::Problem;
+use platform::trace::TraceParent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -49,7 +50,14 @@ pub struct Created {
         (status = 503, description = "The aggregator or the database is unavailable", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+pub async fn create(
+    State(state): State<AppState>,
+    trace: Option<Extension<TraceParent>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    // Routers built without the trace layer (tests) start a trace here.
+    let trace = trace.map_or_else(TraceParent::root, |Extension(trace)| trace);
     let key = idempotency_key(&headers)?;
     let request = QuoteRequest::from_json(&body, Utc::now().date_naive()).map_err(|e| match e {
         RequestError::Syntax(msg) => Problem::bad_request(msg),
@@ -68,21 +76,22 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     }
     // Retries reuse the key, so the aggregator never creates two applications for one quote.
     let aggregator_key = key.as_ref().map_or_else(|| Uuid::new_v4().to_string(), |k| format!("core-app:{k}"));
-    let accepted = state.aggregator.submit(&normalised, &aggregator_key).await.map_err(|e| match e {
-        SubmitError::CircuitOpen { retry_after } => {
-            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
-            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
-        }
-        SubmitError::Unavailable { reason, retry_after } => {
-            tracing::warn!(%reason, "aggregator unavailable");
-            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
-            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
-        }
-        SubmitError::Rejected(reason) => {
-            tracing::error!(%reason, "aggregator rejected a validated request");
-            Problem::internal()
-        }
-    })?;
+    let accepted =
+        state.aggregator.submit(&normalised, &aggregator_key, &trace.child()).await.map_err(|e| match e {
+            SubmitError::CircuitOpen { retry_after } => {
+                metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
+                Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+            }
+            SubmitError::Unavailable { reason, retry_after } => {
+                tracing::warn!(%reason, "aggregator unavailable");
+                metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
+                Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+            }
+            SubmitError::Rejected(reason) => {
+                tracing::error!(%reason, "aggregator rejected a validated request");
+                Problem::internal()
+            }
+        })?;
     let grace = chrono::Duration::from_std(state.settings.deadline_grace).unwrap_or_default();
     match store::create(&state.pool, &accepted, key.as_deref(), &hash, grace).await {
         Ok(()) => {}

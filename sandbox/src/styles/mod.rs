@@ -40,7 +40,8 @@ pub fn router(insurer: Arc<Insurer>) -> Router {
 async fn guard(State(ins): State<Arc<Insurer>>, req: Request, next: Next) -> Response {
     let path = req.extensions().get::<MatchedPath>().map_or(req.uri().path(), MatchedPath::as_str);
     let endpoint = format!("{} {}", req.method(), path.trim_start_matches(&format!("/{}", ins.personality.name)));
-    ins.counters.arrived(&endpoint);
+    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    ins.counters.arrived(&endpoint, traceparent);
     let response = faults_then(&ins, req, next).await;
     ins.counters.answered(response.status().as_u16());
     response

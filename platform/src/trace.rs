@@ -1,0 +1,147 @@
+//! W3C Trace Context (`traceparent`), carried in HTTP headers and Kafka message headers, so
+//! one quote is one trace from the browser's request to the SSE stream: every service logs
+//! within a span holding the quote's `trace_id`, and passes a child `traceparent` on.
+//!
+//! Only ids travel: nothing of the request's content is in a trace.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::Rng;
+use std::fmt;
+use tracing::Instrument;
+
+/// The header (HTTP) and message header (Kafka) name.
+pub const HEADER: &str = "traceparent";
+
+/// One `traceparent`: the trace, the caller's span in it, and whether it is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    trace_id: u128,
+    parent_id: u64,
+    sampled: bool,
+}
+
+impl TraceParent {
+    /// A new trace (random ids), sampled.
+    pub fn root() -> Self {
+        let mut rng = rand::rng();
+        TraceParent {
+            trace_id: rng.random_range(1..=u128::MAX),
+            parent_id: rng.random_range(1..=u64::MAX),
+            sampled: true,
+        }
+    }
+
+    /// A trace whose id is `id` (say, a quote's UUID), for work that arrived without one: every step of
+    /// that work then shares one trace. `None` for 0, which is not a valid trace id.
+    pub fn with_trace_id(id: u128) -> Option<Self> {
+        (id != 0).then(|| TraceParent { trace_id: id, ..Self::root() })
+    }
+
+    /// The `traceparent` a callee gets: same trace, a new span id for this hop.
+    pub fn child(&self) -> Self {
+        TraceParent { parent_id: rand::rng().random_range(1..=u64::MAX), ..*self }
+    }
+
+    /// Parses a header value by the W3C rules: version `00` exactly as specified; a later version
+    /// may append fields; `ff`, upper-case hex and all-zero ids are invalid.
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let lower_hex =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !lower_hex(version, 2)
+            || version == "ff"
+            || !lower_hex(trace, 32)
+            || !lower_hex(parent, 16)
+            || !lower_hex(flags, 2)
+        {
+            return None;
+        }
+        if version == "00" && (parts.next().is_some() || value.len() != 55) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|id| *id != 0)?;
+        let parent_id = u64::from_str_radix(parent, 16).ok().filter(|id| *id != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceParent { trace_id, parent_id, sampled: flags & 1 == 1 })
+    }
+
+    /// The trace's id as 32 lower-case hex digits (what logs carry).
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The incoming value if it is valid, else a new trace.
+    pub fn from_header(value: Option<&str>) -> Self {
+        value.and_then(Self::parse).unwrap_or_else(Self::root)
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.parent_id, u8::from(self.sampled))
+    }
+}
+
+/// Middleware: each request runs in a `request` span with its `trace_id` (the caller's trace, or a
+/// new one), and handlers find the [`TraceParent`] in the request's extensions.
+pub async fn layer(mut request: Request, next: Next) -> Response {
+    let incoming = request.headers().get(HEADER).and_then(|v| v.to_str().ok());
+    let trace = TraceParent::from_header(incoming);
+    request.extensions_mut().insert(trace);
+    let span = tracing::info_span!("request", trace_id = %trace.trace_id());
+    let mut response = next.run(request).instrument(span).await;
+    // Not a standard response header, but it lets a caller find the trace of a request it did not trace.
+    if let Ok(value) = HeaderValue::from_str(&trace.trace_id()) {
+        response.headers_mut().insert("x-trace-id", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_by_the_w3c_rules() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(valid).unwrap();
+        assert_eq!(parsed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(parsed.sampled);
+        assert_eq!(parsed.to_string(), valid, "round trip");
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-comes-next";
+        assert!(!TraceParent::parse(future).unwrap().sampled, "later versions may add fields");
+        for invalid in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(invalid), None, "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn children_keep_the_trace_and_change_the_span() {
+        let root = TraceParent::root();
+        let child = root.child();
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_ne!(child.to_string(), root.to_string());
+        assert_eq!(TraceParent::parse(&child.to_string()), Some(child));
+        assert_ne!(TraceParent::root().trace_id(), root.trace_id());
+        assert_eq!(TraceParent::from_header(Some("junk")).to_string().len(), 55, "junk starts a new trace");
+        let quote = TraceParent::with_trace_id(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736).unwrap();
+        assert_eq!(quote.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(TraceParent::with_trace_id(0), None);
+    }
+}
