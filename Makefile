@@ -27,6 +27,8 @@ test: lint infra-up browser toxiproxy helm k8s-up build ## Everything: fmt, clip
 	eval "$$($(INFRA) env)" && $(CARGO) test --workspace --locked
 	scripts/demo.sh --e2e
 	scripts/pii-scan.sh .demo/logs
+	scripts/schemathesis.sh
+	scripts/pii-scan.sh .demo/logs
 
 .PHONY: toxiproxy
 toxiproxy: ## Build toxiproxy-server (the fault-injection tests' TCP proxy) from Go modules, once per machine
@@ -114,7 +116,7 @@ k8s-status: ## Tell whether the test API server runs
 # toolchain); scripts/schemathesis.sh runs schemathesis from a venv in ~/.cache/osago.
 
 .PHONY: fuzz api-fuzz
-fuzz: ## Fuzz the quote request JSON, the identifiers and the tariff, FUZZ_SECONDS (60) per target
+fuzz: ## Fuzz the quote request JSON, the identifiers, the tariff and mapped templates, FUZZ_SECONDS (60) per target
 	scripts/fuzz.sh
 
 api-fuzz: infra-up build ## schemathesis against /openapi.json of the local platform: no 5xx, every error problem+json
