@@ -5,7 +5,7 @@
 use crate::partners::Partners;
 use crate::registry::{self, ActiveInsurer};
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,12 +70,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 async fn create_application(
     State(state): State<Intake>,
-    trace: Option<Extension<TraceParent>>,
+    trace: TraceParent,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    // Routers built without the trace layer (tests) start a trace here.
-    let trace = trace.map_or_else(TraceParent::root, |Extension(trace)| trace);
     let partner = partner(&state, &headers)?.to_string();
     let key = idempotency_key(&headers)?;
     let request = QuoteRequest::from_json(&body, Utc::now().date_naive()).map_err(|e| match e {

@@ -375,7 +375,7 @@ async fn each_api_style_ends_in_an_offer_at_the_tariff_price_with_one_event() {
 #[tokio::test]
 async fn insurer_calls_carry_the_applications_trace() {
     let mut h = Harness::new().await;
-    h.start(h.settings(h.manifest("alfa"))).await;
+    // Both applications are stored, one given its trace, before any poller can claim them.
     let id = h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
     let trace = platform::trace::TraceParent::root();
     sqlx::query("UPDATE applications SET traceparent = $2 WHERE id = $1")
@@ -384,8 +384,8 @@ async fn insurer_calls_carry_the_applications_trace() {
         .execute(&h.pool)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_notify('osago_tasks', 'alfa')").execute(&h.pool).await.unwrap();
-    let untraced = h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
+    let untraced = h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
+    h.start(h.settings(h.manifest("alfa"))).await;
     h.finished(id, "alfa", Duration::from_secs(10)).await;
     h.finished(untraced, "alfa", Duration::from_secs(10)).await;
     let seen = h.sandbox["alfa"].counters.snapshot().trace_ids;

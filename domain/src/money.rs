@@ -117,6 +117,27 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// A premium as an insurer sent it: a positive amount in roubles, where the currency is `RUB`, the
+/// pre-1998 `RUR` that some partner APIs still send, or the numeric code `643`. The error never quotes
+/// more of the currency than 40 characters.
+pub fn premium_in_roubles(amount: Decimal, currency: &str) -> Result<Money, String> {
+    if !matches!(currency, "RUB" | "RUR" | "643") {
+        let shown: String = currency.chars().take(40).collect();
+        return Err(format!("premium currency {shown:?} is not roubles"));
+    }
+    if amount <= Decimal::ZERO {
+        return Err("premium is not positive".into());
+    }
+    Ok(Money::rub(amount))
+}
+
+/// A decimal from a JSON number's shortest text (`8432.17`, `1e3`), so no `f64` arithmetic error
+/// (`8432.1699999…`) gets into an amount.
+pub fn decimal_from_json_number(number: &serde_json::Number) -> Option<Decimal> {
+    let text = number.to_string();
+    text.parse::<Decimal>().ok().or_else(|| Decimal::from_scientific(&text).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +145,25 @@ mod tests {
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn premiums_are_positive_roubles_under_any_of_their_codes() {
+        for code in ["RUB", "RUR", "643"] {
+            assert_eq!(premium_in_roubles(dec("8432.175"), code).unwrap().amount(), dec("8432.18"), "{code}");
+        }
+        assert_eq!(premium_in_roubles(dec("1"), "USD").unwrap_err(), "premium currency \"USD\" is not roubles");
+        assert_eq!(premium_in_roubles(dec("0"), "RUB").unwrap_err(), "premium is not positive");
+        let long = "Ю".repeat(100);
+        assert_eq!(premium_in_roubles(dec("1"), &long).unwrap_err().chars().filter(|c| *c == 'Ю').count(), 40);
+    }
+
+    #[test]
+    fn json_numbers_read_exactly() {
+        let number = |text: &str| serde_json::from_str::<serde_json::Number>(text).unwrap();
+        assert_eq!(decimal_from_json_number(&number("8432.17")), Some(dec("8432.17")), "not 8432.1699999…");
+        assert_eq!(decimal_from_json_number(&number("1e3")), Some(dec("1000")));
+        assert_eq!(decimal_from_json_number(&number("1e300")), None, "beyond Decimal");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::AnswerError;
 use crate::spec::{AnswerMapping, Outcome, PremiumUnit};
 use chrono::{DateTime, Utc};
 use domain::events::Offer;
-use domain::money::Money;
+use domain::money;
 use domain::tariff::Breakdown;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -67,15 +67,11 @@ fn offer(mapping: &AnswerMapping, answer: &Value, reference: &str, now: DateTime
         PremiumUnit::Kopecks if amount.fract().is_zero() => amount / Decimal::ONE_HUNDRED,
         PremiumUnit::Kopecks => return Err(shape(&mapping.premium, "whole kopecks")),
     };
-    if amount <= Decimal::ZERO {
-        return Err(AnswerError::Protocol("premium is not positive".into()));
-    }
-    if let Some(pointer) = &mapping.currency {
-        let currency = found(answer, pointer).and_then(scalar_text).ok_or_else(|| missing(pointer, "currency"))?;
-        if !matches!(currency.as_str(), "RUB" | "RUR" | "643") {
-            return Err(AnswerError::Protocol(format!("premium currency {} is not roubles", token(&currency))));
-        }
-    }
+    let currency = match &mapping.currency {
+        Some(pointer) => found(answer, pointer).and_then(scalar_text).ok_or_else(|| missing(pointer, "currency"))?,
+        None => "RUB".to_string(),
+    };
+    let premium = money::premium_in_roubles(amount, &currency).map_err(AnswerError::Protocol)?;
     let insurer_reference = match &mapping.offer_reference {
         Some(pointer) => reference_at(answer, pointer)?,
         None => reference.to_string(),
@@ -102,7 +98,7 @@ fn offer(mapping: &AnswerMapping, answer: &Value, reference: &str, now: DateTime
         kn: coefficient(&b.kn, "breakdown.kn")?,
         kp: coefficient(&b.kp, "breakdown.kp")?,
     };
-    Ok(Offer { premium: Money::rub(amount), insurer_reference, valid_until, breakdown })
+    Ok(Offer { premium, insurer_reference, valid_until, breakdown })
 }
 
 /// The insurer's id at `pointer`: a non-empty string or an integer, at most 256 characters.
@@ -146,12 +142,12 @@ fn scalar_text(value: &Value) -> Option<String> {
 /// A decimal from a JSON number (read from its text, not through `f64`) or a decimal string
 /// (a decimal comma is accepted: `13318,79`).
 fn decimal_at(answer: &Value, pointer: &str, what: &str) -> Result<Decimal, AnswerError> {
-    let text = match found(answer, pointer).ok_or_else(|| missing(pointer, what))? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().replace(',', "."),
-        _ => return Err(shape(pointer, "a number")),
+    let decimal = match found(answer, pointer).ok_or_else(|| missing(pointer, what))? {
+        Value::Number(n) => money::decimal_from_json_number(n),
+        Value::String(s) => s.trim().replace(',', ".").parse::<Decimal>().ok(),
+        _ => None,
     };
-    text.parse::<Decimal>().or_else(|_| Decimal::from_scientific(&text)).map_err(|_| shape(pointer, "a number"))
+    decimal.ok_or_else(|| shape(pointer, "a number"))
 }
 
 fn missing(pointer: &str, what: &str) -> AnswerError {

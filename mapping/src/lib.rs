@@ -95,12 +95,13 @@ impl Mapped {
 
     /// The create call for `request`, which the insurer may know by `key`.
     pub fn create_call(&self, key: &str, request: &QuoteRequest) -> Result<RenderedCall, RenderError> {
-        self.templates.create(context! { key => key, request => TemplateValue::from(Serde(request)) })
+        let context = context! { key => key, request => TemplateValue::from(Serde(request)) };
+        self.templates.render("create", &self.mapping.create, context)
     }
 
     /// The poll call for the calculation `reference`.
     pub fn poll_call(&self, reference: &str) -> Result<RenderedCall, RenderError> {
-        self.templates.poll(context! { reference => reference })
+        self.templates.render("poll", &self.mapping.poll, context! { reference => reference })
     }
 
     /// Reads a create answer: the insurer's reference and the calculation's state.

@@ -31,12 +31,10 @@ pub struct RenderedCall {
     pub idempotent: bool,
 }
 
-/// The compiled templates of both calls.
+/// The compiled templates of both calls, named `create.path`, `create.body`, `poll.path`, `poll.body`.
 #[derive(Debug)]
 pub(crate) struct Templates {
     env: Environment<'static>,
-    create: CallTemplate,
-    poll: CallTemplate,
 }
 
 impl Templates {
@@ -49,20 +47,11 @@ impl Templates {
                 add(&mut env, format!("{call}.body"), body)?;
             }
         }
-        Ok(Templates { env, create: mapping.create.clone(), poll: mapping.poll.clone() })
+        Ok(Templates { env })
     }
 
-    /// The create call for `request`, named `key`.
-    pub fn create(&self, context: Value) -> Result<RenderedCall, RenderError> {
-        self.render("create", &self.create, context)
-    }
-
-    /// The poll call for `reference`.
-    pub fn poll(&self, context: Value) -> Result<RenderedCall, RenderError> {
-        self.render("poll", &self.poll, context)
-    }
-
-    fn render(&self, call: &str, template: &CallTemplate, context: Value) -> Result<RenderedCall, RenderError> {
+    /// Renders `call` (`create` or `poll`, compiled from `template`) with `context`.
+    pub fn render(&self, call: &str, template: &CallTemplate, context: Value) -> Result<RenderedCall, RenderError> {
         let render = |part: &str| -> Result<String, RenderError> {
             let name = format!("{call}.{part}");
             let text = self

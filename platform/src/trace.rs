@@ -4,11 +4,13 @@
 //!
 //! Only ids travel: nothing of the request's content is in a trace.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use rand::Rng;
+use std::convert::Infallible;
 use std::fmt;
 use tracing::Instrument;
 
@@ -79,6 +81,11 @@ impl TraceParent {
     pub fn from_header(value: Option<&str>) -> Self {
         value.and_then(Self::parse).unwrap_or_else(Self::root)
     }
+
+    /// The `traceparent` of an HTTP request's headers, else a new trace.
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self::from_header(headers.get(HEADER).and_then(|v| v.to_str().ok()))
+    }
 }
 
 impl fmt::Display for TraceParent {
@@ -88,18 +95,28 @@ impl fmt::Display for TraceParent {
 }
 
 /// Middleware: each request runs in a `request` span with its `trace_id` (the caller's trace, or a
-/// new one), and handlers find the [`TraceParent`] in the request's extensions.
+/// new one), which handlers get by taking a [`TraceParent`] argument.
 pub async fn layer(mut request: Request, next: Next) -> Response {
-    let incoming = request.headers().get(HEADER).and_then(|v| v.to_str().ok());
-    let trace = TraceParent::from_header(incoming);
+    let trace = TraceParent::of(request.headers());
     request.extensions_mut().insert(trace);
-    let span = tracing::info_span!("request", trace_id = %trace.trace_id());
+    let trace_id = trace.trace_id();
+    let span = tracing::info_span!("request", trace_id = %trace_id);
     let mut response = next.run(request).instrument(span).await;
     // Not a standard response header, but it lets a caller find the trace of a request it did not trace.
-    if let Ok(value) = HeaderValue::from_str(&trace.trace_id()) {
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-trace-id", value);
     }
     response
+}
+
+/// A handler's trace: the one [`layer`] chose, or — on a router without the layer — the request's own
+/// `traceparent` or a new trace.
+impl<S: Send + Sync> FromRequestParts<S> for TraceParent {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<TraceParent>().copied().unwrap_or_else(|| TraceParent::of(&parts.headers)))
+    }
 }
 
 #[cfg(test)]

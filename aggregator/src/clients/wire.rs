@@ -2,7 +2,7 @@
 //! that never quote the body, and checking premiums.
 
 use super::CallError;
-use domain::money::Money;
+use domain::money::{self, Money};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -31,24 +31,16 @@ pub(crate) fn token(text: &str) -> String {
     format!("{:?}", text.chars().take(40).collect::<String>())
 }
 
-/// A premium in roubles (`RUR` is the pre-1998 code some partner APIs still send).
+/// A premium in roubles, as [`money::premium_in_roubles`] accepts it.
 pub(crate) fn premium(amount: Decimal, currency: &str) -> Result<Money, CallError> {
-    if !matches!(currency, "RUB" | "RUR") {
-        return Err(CallError::Protocol(format!("premium currency {} is not roubles", token(currency))));
-    }
-    if amount <= Decimal::ZERO {
-        return Err(CallError::Protocol("premium is not positive".into()));
-    }
-    Ok(Money::rub(amount))
+    money::premium_in_roubles(amount, currency).map_err(CallError::Protocol)
 }
 
 /// A premium sent as a JSON number: read from its decimal text, not through `f64`
 /// arithmetic, then rounded to kopecks (`8432.170000000001` is 8432.17).
 pub(crate) fn decimal_from_number(number: &serde_json::Number) -> Result<Decimal, CallError> {
-    let text = number.to_string();
-    text.parse::<Decimal>()
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| CallError::Protocol("premium is not a representable number".into()))
+    money::decimal_from_json_number(number)
+        .ok_or_else(|| CallError::Protocol("premium is not a representable number".into()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::aggregator_client::SubmitError;
 use crate::store::{self, QuoteView};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -52,12 +52,10 @@ pub struct Created {
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    trace: Option<Extension<TraceParent>>,
+    trace: TraceParent,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    // Routers built without the trace layer (tests) start a trace here.
-    let trace = trace.map_or_else(TraceParent::root, |Extension(trace)| trace);
     let key = idempotency_key(&headers)?;
     let request = QuoteRequest::from_json(&body, Utc::now().date_naive()).map_err(|e| match e {
         RequestError::Syntax(msg) => Problem::bad_request(msg),
