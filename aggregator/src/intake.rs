@@ -1,5 +1,5 @@
 //! The partner intake API: `POST /internal/v1/applications` stores an application and one
-//! task per active insurer in ONE transaction, wakes those insurers' pollers, and answers
+//! task per active insurer in ONE statement, wakes those insurers' pollers, and answers
 //! with the id it generated; `GET /internal/v1/insurers` lists who can take work.
 
 use crate::partners::Partners;
@@ -106,7 +106,8 @@ enum Stored {
     NoInsurers,
 }
 
-/// The one transaction of intake: application, tasks, and the pollers' wake-up.
+/// Intake's write: application, tasks and the pollers' wake-up in one statement (so one
+/// transaction and one round trip), after the replay check and the registry read.
 async fn store(
     pool: &PgPool,
     partner: &str,
@@ -115,13 +116,12 @@ async fn store(
     request: &serde_json::Value,
     trace: &TraceParent,
 ) -> sqlx::Result<Stored> {
-    let mut tx = pool.begin().await?;
     if let Some(key) = key
-        && let Some(stored) = replay(&mut tx, partner, key, hash).await?
+        && let Some(stored) = replay(pool, partner, key, hash).await?
     {
         return Ok(stored);
     }
-    let insurers = registry::active(&mut *tx).await?;
+    let insurers = registry::assignable(pool).await?;
     // With every breaker open, each task would fail at once: refuse instead of accepting doomed work.
     if insurers.iter().all(|i| i.breaker_state == "open") {
         return Ok(Stored::NoInsurers);
@@ -131,9 +131,21 @@ async fn store(
     let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let deadline_of = |i: &ActiveInsurer| now + chrono::Duration::milliseconds(i64::from(i.quote_timeout_ms));
     let deadline = insurers.iter().map(deadline_of).max().unwrap_or(now);
-    let inserted = sqlx::query(
-        "INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner, idempotency_key) DO NOTHING",
+    let (names, deadlines): (Vec<&str>, Vec<DateTime<Utc>>) =
+        insurers.iter().map(|i| (i.name.as_str(), deadline_of(i))).unzip();
+    // No tasks means the application was not inserted: its key was taken meanwhile.
+    let assigned: i64 = sqlx::query_scalar(
+        "WITH application AS (
+             INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner, idempotency_key) DO NOTHING
+             RETURNING id
+         ), assigned AS (
+             INSERT INTO tasks (application_id, insurer, deadline)
+             SELECT application.id, i.name, i.deadline
+             FROM application, unnest($8::text[], $9::timestamptz[]) AS i (name, deadline)
+             RETURNING insurer
+         )
+         SELECT count(pg_notify($10, insurer)) FROM assigned",
     )
     .bind(id)
     .bind(partner)
@@ -142,41 +154,28 @@ async fn store(
     .bind(request)
     .bind(deadline)
     .bind(trace.to_string())
-    .execute(&mut *tx)
+    .bind(&names)
+    .bind(&deadlines)
+    .bind(registry::TASKS_CHANNEL)
+    .fetch_one(pool)
     .await?;
-    if inserted.rows_affected() == 0 {
+    if assigned == 0 {
         // A concurrent request with the same key won the race; answer as it did.
-        tx.rollback().await?;
-        let mut tx = pool.begin().await?;
-        return Ok(replay(&mut tx, partner, key.unwrap_or_default(), hash).await?.unwrap_or(Stored::KeyReused));
+        return Ok(replay(pool, partner, key.unwrap_or_default(), hash).await?.unwrap_or(Stored::KeyReused));
     }
-    for insurer in &insurers {
-        sqlx::query("INSERT INTO tasks (application_id, insurer, deadline) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(&insurer.name)
-            .bind(deadline_of(insurer))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(registry::TASKS_CHANNEL)
-            .bind(&insurer.name)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     let insurers =
         insurers.into_iter().map(|i| AssignedInsurer { name: i.name, display_name: i.display_name }).collect();
     Ok(Stored::Created(Accepted { id, insurers, deadline }))
 }
 
 /// The stored answer for `key`, or `None` when the key is new.
-async fn replay(tx: &mut sqlx::PgConnection, partner: &str, key: &str, hash: &[u8]) -> sqlx::Result<Option<Stored>> {
+async fn replay(pool: &PgPool, partner: &str, key: &str, hash: &[u8]) -> sqlx::Result<Option<Stored>> {
     let row: Option<(Uuid, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, request_hash, deadline FROM applications WHERE partner = $1 AND idempotency_key = $2",
     )
     .bind(partner)
     .bind(key)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
     let Some((id, stored_hash, deadline)) = row else { return Ok(None) };
     if stored_hash != hash {
@@ -187,7 +186,7 @@ async fn replay(tx: &mut sqlx::PgConnection, partner: &str, key: &str, hash: &[u
          WHERE t.application_id = $1 ORDER BY t.insurer",
     )
     .bind(id)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     let insurers = insurers.into_iter().map(|(name, display_name)| AssignedInsurer { name, display_name }).collect();
     Ok(Some(Stored::Replayed(Accepted { id, insurers, deadline })))

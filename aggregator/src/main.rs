@@ -4,7 +4,7 @@ use aggregator::app::{self, ServeSettings};
 use aggregator::partners::Partners;
 use aggregator::poller::{self, PollerSettings};
 use clap::{Parser, Subcommand};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::net::SocketAddr;
 
 /// OSAGO aggregator: partner intake, outbox relay, insurer pollers.
@@ -70,10 +70,17 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init("aggregator");
     let cli = Cli::parse();
+    let mut options: PgConnectOptions = cli.database_url.parse()?;
+    if matches!(cli.command, Command::Poller { .. }) {
+        // Every write of a poller can be redone: a claim, progress or an outcome lost with a
+        // crashed Postgres leaves the task pending, it is polled again, and core-app drops a
+        // repeated event by its version. So its commits need not wait for the WAL flush.
+        options = options.options([("synchronous_commit", "off")]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect(&cli.database_url)
+        .connect_with(options)
         .await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {

@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 pub const CHANNEL: &str = "osago_outbox";
 
 /// Appends `event` to the outbox inside the caller's transaction; the relay sends `trace` as the
-/// message's `traceparent` header.
+/// message's `traceparent` header. (The poller's `finish` writes its row in the same statement
+/// as the task's final state instead, to spend one round trip.)
 pub async fn append(tx: &mut PgConnection, event: &QuoteEvent, trace: &TraceParent) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO outbox (event_id, message_key, payload, traceparent) VALUES ($1, $2, $3, $4)")
         .bind(event.event_id)

@@ -51,13 +51,25 @@ pub async fn heartbeat(
 
 /// Insurers that can take work now, by name.
 pub async fn active<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
+    alive(db, true).await
+}
+
+/// [`active`] without `last_offer_at`, which intake does not need on every application.
+pub async fn assignable<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
+    alive(db, false).await
+}
+
+async fn alive<'e>(db: impl sqlx::PgExecutor<'e>, last_offer: bool) -> sqlx::Result<Vec<ActiveInsurer>> {
+    // CASE evaluates the subquery only when asked for.
     sqlx::query_as(
         "SELECT name, display_name, breaker_state, quote_timeout_ms,
-                (SELECT max(t.updated_at) FROM tasks t WHERE t.insurer = insurers.name AND t.status = 'offer') AS last_offer_at
+                CASE WHEN $2 THEN (SELECT max(t.updated_at) FROM tasks t
+                                   WHERE t.insurer = insurers.name AND t.status = 'offer') END AS last_offer_at
          FROM insurers
          WHERE NOT suspended AND heartbeat_at > now() - make_interval(secs => $1) ORDER BY name",
     )
     .bind(ALIVE_WITHIN.as_secs_f64())
+    .bind(last_offer)
     .fetch_all(db)
     .await
 }

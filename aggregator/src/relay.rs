@@ -85,12 +85,16 @@ async fn active(
             _ = tokio::time::sleep(STANDBY_RETRY) => {}
         }
     }
+    // A delete lost with a crashed Postgres only publishes its rows again, and consumers drop
+    // repeats by event id: the relay's deletes need not wait for the WAL flush, which would
+    // otherwise hold every round (and so every row committed meanwhile) for an fsync.
+    sqlx::query("SET synchronous_commit = off").execute(&mut lock).await?;
     tracing::info!("outbox relay active");
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     let mut last_gauge = Instant::now() - Duration::from_secs(60);
     loop {
-        let published = match publish_batch(pool, producer, topic).await {
+        let published = match publish_batch(pool, &mut lock, producer, topic).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox round failed; retrying");
@@ -126,8 +130,14 @@ struct Row {
     traceparent: Option<String>,
 }
 
-/// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged.
-async fn publish_batch(pool: &PgPool, producer: &FutureProducer, topic: &str) -> anyhow::Result<usize> {
+/// Publishes up to [`BATCH`] rows in id order and deletes those the broker acknowledged,
+/// through `own` (the relay's connection, which commits without waiting for the flush).
+async fn publish_batch(
+    pool: &PgPool,
+    own: &mut sqlx::PgConnection,
+    producer: &FutureProducer,
+    topic: &str,
+) -> anyhow::Result<usize> {
     let rows: Vec<Row> =
         sqlx::query_as("SELECT id, message_key, payload, created_at, traceparent FROM outbox ORDER BY id LIMIT $1")
             .bind(BATCH)
@@ -158,7 +168,7 @@ async fn publish_batch(pool: &PgPool, producer: &FutureProducer, topic: &str) ->
             Err((e, _)) => tracing::warn!(outbox_id = row.id, error = %e, "not delivered; will retry"),
         }
     }
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&delivered).execute(pool).await?;
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&delivered).execute(own).await?;
     metrics::counter!("outbox_published_total").increment(delivered.len() as u64);
     Ok(delivered.len())
 }

@@ -1,11 +1,14 @@
-//! Fan-out of "quote X has new events" to the SSE streams of this replica.
+//! Fan-out of a quote's new events to the SSE streams of this replica.
 //!
-//! Whichever replica stores an event NOTIFYs [`store::CHANNEL`]; every replica LISTENs and
-//! wakes its local streams of that quote, which then read the new events from the
-//! database. So two replicas behind no sticky routing both stream every event, and a
-//! slow stream never loses one: the database, not a channel, holds the events.
+//! Whichever replica stores an event NOTIFYs [`store::CHANNEL`] with the event itself (when
+//! it fits); every replica LISTENs and hands it to its local streams of that quote. A stream
+//! that gets the event following its last one sends it as it is; any other wake-up (a
+//! coalesced burst, an event too large to notify, a lost LISTEN connection) makes it read
+//! the database. So two replicas behind no sticky routing both stream every event, a slow
+//! stream never loses one — the database, not a channel, holds the events — and the common
+//! case costs no query per stream.
 
-use crate::store;
+use crate::store::{self, StoredEvent};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::collections::HashMap;
@@ -14,17 +17,27 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// Watchers per quote; a watch channel coalesces wake-ups, so a burst costs one read.
+/// What woke a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    /// The quote's newest event.
+    Event(Arc<StoredEvent>),
+    /// Something changed: read the database.
+    Read,
+}
+
+/// Watchers per quote; a watch channel keeps only the latest wake-up, so a burst costs at
+/// most one read.
 #[derive(Default)]
 pub struct Hub {
-    quotes: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    quotes: Mutex<HashMap<Uuid, watch::Sender<Wake>>>,
 }
 
 /// A stream's registration; dropping it unregisters the quote when it was the last one.
 pub struct Subscription {
     hub: Arc<Hub>,
     quote: Uuid,
-    rx: Option<watch::Receiver<u64>>,
+    rx: Option<watch::Receiver<Wake>>,
 }
 
 impl Subscription {
@@ -35,13 +48,14 @@ impl Subscription {
         }
     }
 
-    /// Waits for a wake-up after the last [`mark_seen`](Self::mark_seen).
-    pub async fn changed(&mut self) {
+    /// Waits for a wake-up after the last one seen, and marks it seen.
+    pub async fn changed(&mut self) -> Wake {
         match self.rx.as_mut() {
             Some(rx) => {
                 if rx.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
+                rx.borrow_and_update().clone()
             }
             None => std::future::pending().await,
         }
@@ -62,22 +76,45 @@ impl Drop for Subscription {
 impl Hub {
     /// Registers a stream of `quote`.
     pub fn subscribe(self: &Arc<Self>, quote: Uuid) -> Subscription {
-        let rx = self.quotes.lock().expect("hub lock").entry(quote).or_insert_with(|| watch::channel(0).0).subscribe();
+        let rx = self
+            .quotes
+            .lock()
+            .expect("hub lock")
+            .entry(quote)
+            .or_insert_with(|| watch::channel(Wake::Read).0)
+            .subscribe();
         metrics::gauge!("sse_streams_open").increment(1.0);
         Subscription { hub: self.clone(), quote, rx: Some(rx) }
     }
 
     /// Wakes the streams of `quote` on this replica.
-    pub fn notify(&self, quote: Uuid) {
+    pub fn notify(&self, quote: Uuid, wake: Wake) {
         if let Some(tx) = self.quotes.lock().expect("hub lock").get(&quote) {
-            tx.send_modify(|n| *n += 1);
+            tx.send_replace(wake);
         }
     }
 
-    /// Wakes every stream: after a lost LISTEN connection, when notifications may be missing.
+    /// Hands a notification's payload to the streams of its quote; unwatched quotes cost no
+    /// parsing beyond the id.
+    fn notify_payload(&self, payload: &str) {
+        let Some(quote) = payload.get(..36).and_then(|id| id.parse::<Uuid>().ok()) else {
+            tracing::warn!("ignoring a malformed quote notification");
+            return;
+        };
+        if !self.quotes.lock().expect("hub lock").contains_key(&quote) {
+            return;
+        }
+        match store::parse_push(payload) {
+            Some((_, Some(event))) => self.notify(quote, Wake::Event(Arc::new(event))),
+            Some((_, None)) => self.notify(quote, Wake::Read),
+            None => tracing::warn!("ignoring a malformed quote notification"),
+        }
+    }
+
+    /// Wakes every stream to read: after a lost LISTEN connection, when notifications may be missing.
     pub fn notify_all(&self) {
         for tx in self.quotes.lock().expect("hub lock").values() {
-            tx.send_modify(|n| *n += 1);
+            tx.send_replace(Wake::Read);
         }
     }
 
@@ -98,10 +135,7 @@ impl Hub {
                         self.notify_all();
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(n)) => match n.payload().parse::<Uuid>() {
-                                    Ok(quote) => self.notify(quote),
-                                    Err(_) => tracing::warn!("ignoring a malformed quote notification"),
-                                },
+                                Ok(Some(n)) => self.notify_payload(n.payload()),
                                 Ok(None) => {
                                     tracing::warn!("LISTEN connection lost; resynchronising streams");
                                     self.notify_all();
@@ -133,14 +167,35 @@ mod tests {
         let mut sb = hub.subscribe(b);
         sa.mark_seen();
         sb.mark_seen();
-        hub.notify(a);
-        tokio::time::timeout(Duration::from_millis(100), sa.changed()).await.expect("a woken");
+        let event = StoredEvent { seq: 3, name: "offer".into(), data: r#"{"insurer": "alfa"}"#.into() };
+        hub.notify_payload(&store::push_payload(a, event.seq, &event.name, &event.data));
+        let woken = tokio::time::timeout(Duration::from_millis(100), sa.changed()).await.expect("a woken");
+        assert_eq!(woken, Wake::Event(Arc::new(event)), "the event itself is handed over");
         assert!(tokio::time::timeout(Duration::from_millis(50), sb.changed()).await.is_err(), "b not woken");
         assert_eq!(hub.streams(), 2);
         drop(sa);
         assert_eq!(hub.streams(), 1);
         assert!(!hub.quotes.lock().unwrap().contains_key(&a));
         hub.notify_all();
-        tokio::time::timeout(Duration::from_millis(100), sb.changed()).await.expect("b woken by notify_all");
+        let woken =
+            tokio::time::timeout(Duration::from_millis(100), sb.changed()).await.expect("b woken by notify_all");
+        assert_eq!(woken, Wake::Read);
+        hub.notify_payload(&b.to_string());
+        hub.notify_all();
+        assert_eq!(sb.changed().await, Wake::Read, "a bare id asks for a read");
+    }
+
+    #[test]
+    fn push_payloads_round_trip_and_fall_back_to_the_id_when_too_large() {
+        let quote = Uuid::new_v4();
+        let data = r#"{"status": "offer", "reason": "a b c"}"#;
+        let (parsed, event) = store::parse_push(&store::push_payload(quote, 7, "offer", data)).unwrap();
+        assert_eq!(parsed, quote);
+        assert_eq!(event, Some(StoredEvent { seq: 7, name: "offer".into(), data: data.into() }));
+        let large = format!(r#"{{"x": "{}"}}"#, "y".repeat(8000));
+        assert_eq!(store::push_payload(quote, 8, "offer", &large), quote.to_string());
+        assert_eq!(store::parse_push(&quote.to_string()), Some((quote, None)));
+        assert_eq!(store::parse_push("not-a-quote 1 offer {}"), None);
+        assert_eq!(store::parse_push(&format!("{quote} x offer {{}}")), None);
     }
 }

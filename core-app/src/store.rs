@@ -10,8 +10,11 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// NOTIFY channel carrying the id of a quote that has new events; every replica listens.
+/// NOTIFY channel of quotes with new events; every replica listens. The payload is
+/// [`push_payload`]'s: the quote id, then the event itself when it fits.
 pub const CHANNEL: &str = "osago_quote_events";
+/// Largest payload that carries the event (Postgres refuses payloads of 8000 bytes and more).
+const MAX_PUSH: usize = 7900;
 /// Reason given to insurers still pending when the quote's deadline passes.
 pub const EXPIRED_REASON: &str = "no answer before the deadline";
 
@@ -64,8 +67,11 @@ pub async fn create(
     grace: chrono::Duration,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
+    // The quote's arrival lock (see `apply_in`) is taken before the row is written and held
+    // until commit, so an event of this quote either is in early_events by then or sees the quote.
     let inserted = sqlx::query(
-        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at)
+         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(accepted.id)
@@ -73,6 +79,7 @@ pub async fn create(
     .bind(request_hash)
     .bind(accepted.deadline)
     .bind(accepted.deadline + grace)
+    .bind(arrival_lock(accepted.id))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -115,11 +122,14 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
     // Five round trips (six when the quote completes): each one costs a wake-up of this
     // task and of the backend, which is most of the CPU an event costs. The quote's row
     // lock comes first, so every later statement reads what the previous holder committed.
-    let quote: Option<(i64, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
-            .bind(event.quote_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let mut quote = lock_quote(tx, event.quote_id).await?;
+    if quote.is_none() {
+        // Not stored yet, or being stored right now by `create`, whose commit this statement
+        // could not see: wait for its arrival lock, then look again. Without it the event
+        // could land in early_events after `create` took them, and never be applied.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(arrival_lock(event.quote_id)).execute(&mut *tx).await?;
+        quote = lock_quote(tx, event.quote_id).await?;
+    }
     let Some((next_seq, completed_at)) = quote else {
         sqlx::query(
             "INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -174,7 +184,7 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
          )
          SELECT (SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND insurer <> $2 AND status = 'pending')
               + CASE WHEN $3 = 'pending' THEN 1 ELSE 0 END
-         FROM (SELECT pg_notify($11, $1::text)) AS notified",
+         FROM (SELECT pg_notify($11, $12)) AS notified",
     )
     .bind(event.quote_id)
     .bind(&event.insurer)
@@ -187,10 +197,25 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
     .bind(&name)
     .bind(&data)
     .bind(CHANNEL)
+    .bind(push_payload(event.quote_id, next_seq, &name, &data.to_string()))
     .fetch_one(&mut *tx)
     .await?;
     let completed = pending == 0 && complete(tx, event.quote_id, next_seq + 1).await?;
     Ok(Applied::Stored { seq: next_seq, completed })
+}
+
+/// The quote's `next_seq` and completion time, under its row lock; `None` when not stored.
+async fn lock_quote(tx: &mut PgConnection, quote: Uuid) -> sqlx::Result<Option<(i64, Option<DateTime<Utc>>)>> {
+    sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
+        .bind(quote)
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// The advisory lock key that orders a quote's arrival against its early events.
+fn arrival_lock(quote: Uuid) -> i64 {
+    // Any 64 bits of a random UUID do; a collision only makes two arrivals wait for each other.
+    quote.as_u64_pair().1 as i64
 }
 
 fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Option<String>) {
@@ -254,9 +279,10 @@ async fn complete_if_done(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx:
     complete(tx, quote, seq).await
 }
 
-/// Appends `complete` as event `seq` and marks the quote completed, in one statement; the
-/// quote row must be locked and no insurer pending.
+/// Appends `complete` as event `seq`, marks the quote completed and pushes the event, in one
+/// statement; the quote row must be locked and no insurer pending.
 async fn complete(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
+    // The payload is push_payload's format, built where the event's data is.
     sqlx::query(
         "WITH counts AS (
              SELECT count(*) FILTER (WHERE status = 'offer') AS offers, count(*) AS total
@@ -265,12 +291,14 @@ async fn complete(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<
              INSERT INTO quote_events (quote_id, seq, name, data)
              SELECT $1, $2, 'complete',
                     jsonb_build_object('status', 'complete', 'quote_id', $1::text, 'offers', offers, 'insurers', total)
-             FROM counts RETURNING 1
+             FROM counts RETURNING data
          )
-         UPDATE quotes SET next_seq = $2 + 1, completed_at = now() WHERE id = $1",
+         UPDATE quotes SET next_seq = $2 + 1, completed_at = now() FROM event WHERE id = $1
+         RETURNING pg_notify($3, $1::text || ' ' || $2::text || ' complete ' || event.data::text)",
     )
     .bind(quote)
     .bind(seq)
+    .bind(CHANNEL)
     .execute(&mut *tx)
     .await?;
     metrics::counter!("quotes_completed_total").increment(1);
@@ -328,17 +356,42 @@ pub async fn is_complete(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<bool
 pub struct StoredEvent {
     pub seq: i64,
     pub name: String,
-    pub data: Value,
+    /// The event's JSON, as text: every stream sends it as it is.
+    pub data: String,
+}
+
+/// The NOTIFY payload for event `seq` of `quote`: `<quote> <seq> <name> <data>`, so that
+/// streams get the event without reading it back; just `<quote>` (read the database) when the
+/// event is too large for a notification.
+pub fn push_payload(quote: Uuid, seq: i64, name: &str, data: &str) -> String {
+    let payload = format!("{quote} {seq} {name} {data}");
+    if payload.len() < MAX_PUSH { payload } else { quote.to_string() }
+}
+
+/// A NOTIFY payload read back: the quote, and the event when the payload carries it.
+pub fn parse_push(payload: &str) -> Option<(Uuid, Option<StoredEvent>)> {
+    let mut parts = payload.splitn(4, ' ');
+    let quote = parts.next()?.parse().ok()?;
+    let event = match (parts.next(), parts.next(), parts.next()) {
+        (None, ..) => None,
+        (Some(seq), Some(name), Some(data)) => {
+            Some(StoredEvent { seq: seq.parse().ok()?, name: name.to_string(), data: data.to_string() })
+        }
+        _ => return None,
+    };
+    Some((quote, event))
 }
 
 /// Events of `quote` after `seq`, in order.
 pub async fn events_after(pool: &PgPool, quote: Uuid, seq: i64, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
-    sqlx::query_as("SELECT seq, name, data FROM quote_events WHERE quote_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-        .bind(quote)
-        .bind(seq)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(
+        "SELECT seq, name, data::text AS data FROM quote_events WHERE quote_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(quote)
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 /// The state of a quote as `GET /api/v1/quotes/{id}` shows it.

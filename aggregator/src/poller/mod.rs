@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use transition::{Cause, Transition};
 use uuid::Uuid;
@@ -140,18 +141,24 @@ pub async fn run_with_api(
     let mut in_flight = JoinSet::new();
     let tasks_in_flight = metrics::gauge!("insurer_tasks_in_flight", "insurer" => insurer.clone());
     let mut shutdown = std::pin::pin!(shutdown);
+    // When some task may next be claimable, as far as this replica knows: the last look's
+    // answer, brought forward by its own steps' reschedules. A finished step only frees a
+    // slot; the loop looks again only when something is due, notified, or on the tick, so
+    // a step costs no statement of the loop's own.
+    let mut look_now = true;
+    let mut due_at: Option<Instant> = None;
     loop {
         while let Some(done) = in_flight.try_join_next() {
-            report(&insurer, done);
+            note_done(&insurer, done, &mut due_at);
         }
         tasks_in_flight.set(in_flight.len() as f64);
         let free = max_in_flight.saturating_sub(in_flight.len());
-        let mut pause = fallback_tick;
-        if free > 0 {
+        if free > 0 && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
+            look_now = false;
             match store::claim(&pool, &insurer, &replica_id, lease, free).await {
-                Ok(tasks) => {
-                    let more_may_be_due = tasks.len() == free;
-                    for task in tasks {
+                Ok(claim) => {
+                    due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
+                    for task in claim.tasks {
                         // The quote's trace; an application stored without one is traced by its id.
                         let trace = task
                             .traceparent
@@ -165,23 +172,19 @@ pub async fn run_with_api(
                         in_flight.spawn(ctx.clone().run(task, trace).instrument(span));
                     }
                     tasks_in_flight.set(in_flight.len() as f64);
-                    // When every slot was filled, a finishing step wakes the loop instead.
-                    if !more_may_be_due {
-                        match store::next_due(&pool, &insurer).await {
-                            Ok(Some(due)) => pause = pause.min(due).max(MIN_PAUSE),
-                            Ok(None) => {}
-                            Err(error) => warn!(%insurer, %error, "reading the next due time failed"),
-                        }
-                    }
                 }
                 Err(error) => warn!(%insurer, %error, "claiming tasks failed"),
             }
         }
+        let tick = Instant::now() + fallback_tick;
+        // With every slot busy, a due task waits for a step to end, not for its time.
+        let full = in_flight.len() >= max_in_flight;
+        let wake_at = due_at.filter(|_| !full).map_or(tick, |due| due.min(tick));
         tokio::select! {
             () = &mut shutdown => break,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(pause) => {}
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => report(&insurer, done),
+            () = wake.notified() => look_now = true,
+            () = tokio::time::sleep_until(wake_at) => look_now = wake_at == tick,
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => note_done(&insurer, done, &mut due_at),
         }
     }
 
@@ -189,7 +192,7 @@ pub async fn run_with_api(
     info!(%insurer, in_flight = in_flight.len(), "poller stopping: no more claims");
     let drain = async {
         while let Some(done) = in_flight.join_next().await {
-            report(&insurer, done);
+            note_done(&insurer, done, &mut None);
         }
     };
     if tokio::time::timeout(shutdown_grace, drain).await.is_err() {
@@ -207,11 +210,15 @@ pub async fn run_with_api(
     Ok(())
 }
 
-fn report(insurer: &str, done: Result<(), JoinError>) {
-    if let Err(error) = done
-        && error.is_panic()
-    {
-        warn!(%insurer, "a task step panicked; its lease runs out and another step retries it");
+/// Takes a finished step's next due time into `due_at`.
+fn note_done(insurer: &str, done: Result<Option<Instant>, JoinError>, due_at: &mut Option<Instant>) {
+    match done {
+        Ok(Some(due)) => *due_at = Some(due_at.map_or(due, |known| known.min(due))),
+        Ok(None) => {}
+        Err(error) if error.is_panic() => {
+            warn!(%insurer, "a task step panicked; its lease runs out and another step retries it")
+        }
+        Err(_) => {}
     }
 }
 
@@ -293,9 +300,10 @@ struct Step {
 }
 
 impl Step {
-    /// One step of one claimed task: call the insurer, decide, write back.
-    async fn run(self: Arc<Self>, task: store::ClaimedTask, trace: TraceParent) {
-        let started = tokio::time::Instant::now();
+    /// One step of one claimed task: call the insurer, decide, write back. Returns when the
+    /// task is due again, if it was rescheduled.
+    async fn run(self: Arc<Self>, task: store::ClaimedTask, trace: TraceParent) -> Option<Instant> {
+        let started = Instant::now();
         let attempts = u32::try_from(task.attempts).unwrap_or(0);
         let id = task.application_id;
         let age = Duration::try_from_secs_f64(task.age).unwrap_or_default();
@@ -312,7 +320,8 @@ impl Step {
                 Err(_) => transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout),
             }
         };
-        self.write(id, transition, age + started.elapsed(), &trace).await;
+        // The store moves the next call no later than the deadline, so that it expires on time.
+        self.write(id, transition, age + started.elapsed(), &trace).await.map(|due| due.min(deadline))
     }
 
     async fn call(&self, task: store::ClaimedTask, attempts: u32, ctx: &CallContext) -> Transition {
@@ -332,11 +341,17 @@ impl Step {
         transition::after_create(&self.schedule, counted(is_rejection(&result)), result)
     }
 
-    /// Writes the step's result; `age` is how long ago the application arrived.
-    async fn write(&self, id: Uuid, transition: Transition, age: Duration, trace: &TraceParent) {
+    /// Writes the step's result; `age` is how long ago the application arrived. Returns when
+    /// the task is due again, if it was rescheduled.
+    async fn write(&self, id: Uuid, transition: Transition, age: Duration, trace: &TraceParent) -> Option<Instant> {
         for tries in 1..=WRITE_TRIES {
             match self.write_once(id, &transition, age, trace).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    return match &transition {
+                        Transition::Reschedule { wait, .. } => Some(Instant::now() + *wait),
+                        Transition::Finish { .. } => None,
+                    };
+                }
                 Err(error) if tries < WRITE_TRIES => {
                     warn!(%error, tries, "writing the task back failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
@@ -346,6 +361,7 @@ impl Step {
                 }
             }
         }
+        None
     }
 
     async fn write_once(

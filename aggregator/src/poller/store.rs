@@ -4,7 +4,6 @@
 //!
 //! Times are the database's (`now()`), never the replica's clock.
 
-use crate::outbox;
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
 use platform::trace::TraceParent;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A task this replica holds a lease on.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct ClaimedTask {
     pub application_id: Uuid,
     pub insurer_ref: Option<String>,
@@ -32,15 +31,38 @@ pub struct ClaimedTask {
     pub traceparent: Option<String>,
 }
 
-/// Claims up to `limit` due tasks of `insurer` whose lease is free or has run out.
-pub async fn claim(
-    pool: &PgPool,
-    insurer: &str,
-    me: &str,
-    lease: Duration,
-    limit: usize,
-) -> sqlx::Result<Vec<ClaimedTask>> {
-    sqlx::query_as(
+/// What one look for due tasks found.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// The tasks claimed.
+    pub tasks: Vec<ClaimedTask>,
+    /// How long until another pending task of the insurer may become claimable (due and not
+    /// leased); `None` when it has no other pending task.
+    pub next_due: Option<Duration>,
+}
+
+/// A claimed task, or none (`application_id` null), with the next due time of the rest.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    application_id: Option<Uuid>,
+    insurer_ref: Option<String>,
+    attempts: Option<i32>,
+    expired: Option<bool>,
+    deadline_in: Option<f64>,
+    age: Option<f64>,
+    request: Option<Json<Value>>,
+    traceparent: Option<String>,
+    next_due: Option<f64>,
+}
+
+/// Claims up to `limit` due tasks of `insurer` whose lease is free or has run out, and reads
+/// when the next of the others may become claimable — one statement, since the claim loop
+/// needs both after every look.
+pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limit: usize) -> sqlx::Result<Claim> {
+    // The UPDATE's effects are invisible to the statement's other parts, so the next due
+    // time leaves out the rows just claimed by id. One row comes back even when nothing was
+    // claimed (the LEFT JOIN), carrying the next due time.
+    let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH due AS (
              SELECT application_id FROM tasks
              WHERE insurer = $1 AND status = 'pending' AND next_poll_at <= now()
@@ -48,34 +70,46 @@ pub async fn claim(
              ORDER BY next_poll_at
              LIMIT $4
              FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE tasks t SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+             FROM due, applications a
+             WHERE t.insurer = $1 AND t.application_id = due.application_id AND a.id = t.application_id
+             RETURNING t.application_id, t.insurer_ref, t.attempts, t.deadline <= now() AS expired,
+                       EXTRACT(EPOCH FROM t.deadline - now())::float8 AS deadline_in,
+                       EXTRACT(EPOCH FROM now() - a.created_at)::float8 AS age,
+                       CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request, a.traceparent
+         ), rest AS (
+             SELECT EXTRACT(EPOCH FROM min(GREATEST(next_poll_at, COALESCE(lease_until, next_poll_at))) - now())::float8
+                    AS next_due
+             FROM tasks WHERE insurer = $1 AND status = 'pending'
+               AND application_id NOT IN (SELECT application_id FROM due)
          )
-         UPDATE tasks t SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-         FROM due, applications a
-         WHERE t.insurer = $1 AND t.application_id = due.application_id AND a.id = t.application_id
-         RETURNING t.application_id, t.insurer_ref, t.attempts, t.deadline <= now() AS expired,
-                   EXTRACT(EPOCH FROM t.deadline - now())::float8 AS deadline_in,
-                   EXTRACT(EPOCH FROM now() - a.created_at)::float8 AS age,
-                   CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request, a.traceparent",
+         SELECT c.*, rest.next_due FROM rest LEFT JOIN claimed c ON true",
     )
     .bind(insurer)
     .bind(me)
     .bind(lease.as_secs_f64())
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
-    .await
-}
-
-/// How long until some task of `insurer` may become claimable (due and not leased), or
-/// `None` when it has no pending task.
-pub async fn next_due(pool: &PgPool, insurer: &str) -> sqlx::Result<Option<Duration>> {
-    let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM min(GREATEST(next_poll_at, COALESCE(lease_until, next_poll_at))) - now())::float8
-         FROM tasks WHERE insurer = $1 AND status = 'pending'",
-    )
-    .bind(insurer)
-    .fetch_one(pool)
     .await?;
-    Ok(seconds.map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)))
+    let next_due =
+        rows.first().and_then(|r| r.next_due).map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO));
+    let tasks = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(ClaimedTask {
+                application_id: r.application_id?,
+                insurer_ref: r.insurer_ref,
+                attempts: r.attempts?,
+                expired: r.expired?,
+                deadline_in: r.deadline_in?,
+                age: r.age?,
+                request: r.request,
+                traceparent: r.traceparent,
+            })
+        })
+        .collect();
+    Ok(Claim { tasks, next_due })
 }
 
 /// Stores progress and releases the lease; the next call is due after `wait`, but never
@@ -106,9 +140,9 @@ pub async fn reschedule(
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends the task with `outcome` and appends its event, in one transaction: status,
-/// `version + 1`, lease released, outbox row with that version. Returns the event, or
-/// `None` when the lease was lost (nothing is written then).
+/// Ends the task with `outcome` and appends its event, atomically: status, `version + 1`,
+/// lease released, outbox row with that version — one statement, so one round trip. Returns
+/// the event, or `None` when the lease was lost (nothing is written then).
 // The row's key (insurer, me, id), its new state (reference, attempts, outcome) and the trace.
 #[allow(clippy::too_many_arguments)]
 pub async fn finish(
@@ -121,29 +155,34 @@ pub async fn finish(
     outcome: InsurerOutcome,
     trace: &TraceParent,
 ) -> sqlx::Result<Option<QuoteEvent>> {
-    let mut tx = pool.begin().await?;
+    // The version is the row's, known only inside the statement: the payload gets it there.
+    let mut event = QuoteEvent::new(application_id, insurer, 0, outcome, Utc::now());
     let version: Option<i32> = sqlx::query_scalar(
-        "UPDATE tasks SET status = $4::task_status, version = version + 1, insurer_ref = COALESCE($5, insurer_ref),
-             attempts = $6, lease_owner = NULL, lease_until = NULL, updated_at = now()
-         WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'
-         RETURNING version",
+        "WITH finished AS (
+             UPDATE tasks SET status = $4::task_status, version = version + 1, insurer_ref = COALESCE($5, insurer_ref),
+                 attempts = $6, lease_owner = NULL, lease_until = NULL, updated_at = now()
+             WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'
+             RETURNING version
+         ), appended AS (
+             INSERT INTO outbox (event_id, message_key, payload, traceparent)
+             SELECT $7, $8, jsonb_set($9::jsonb, '{version}', to_jsonb(version)), $10 FROM finished
+         )
+         SELECT version FROM finished",
     )
     .bind(application_id)
     .bind(insurer)
     .bind(me)
-    .bind(status_of(&outcome))
+    .bind(status_of(&event.outcome))
     .bind(insurer_ref)
     .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-    .fetch_optional(&mut *tx)
+    .bind(event.event_id)
+    .bind(application_id.to_string())
+    .bind(Json(&event))
+    .bind(trace.to_string())
+    .fetch_optional(pool)
     .await?;
-    let Some(version) = version else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    let event = QuoteEvent::new(application_id, insurer, version, outcome, Utc::now());
-    outbox::append(&mut tx, &event, trace).await?;
-    tx.commit().await?;
+    let Some(version) = version else { return Ok(None) };
+    event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Some(event))
 }
 

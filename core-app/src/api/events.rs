@@ -4,7 +4,7 @@
 
 use super::quotes::{not_found, parse_id};
 use super::{AppState, openapi};
-use crate::hub::Subscription;
+use crate::hub::{Subscription, Wake};
 use crate::store::{self, StoredEvent};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -74,6 +74,7 @@ pub async fn stream(
         pool: state.pool.clone(),
         quote: id,
         last,
+        read: first.len() as i64 == PAGE,
         buffer: first.into(),
         subscription,
         done: false,
@@ -95,6 +96,8 @@ struct Live {
     last: i64,
     buffer: VecDeque<StoredEvent>,
     subscription: Subscription,
+    /// The database may hold events the stream has not sent.
+    read: bool,
     done: bool,
     /// The `retry:` to send first.
     hello: Option<Duration>,
@@ -109,20 +112,32 @@ fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
             if let Some(e) = s.buffer.pop_front() {
                 s.last = e.seq;
                 s.done = e.name == "complete";
-                let event = Event::default().id(e.seq.to_string()).event(&e.name).data(e.data.to_string());
+                let event = Event::default().id(e.seq.to_string()).event(&e.name).data(e.data);
                 return Some((Ok(event), s));
             }
             if s.done {
                 return None;
             }
-            s.subscription.mark_seen();
-            match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
-                Ok(more) if !more.is_empty() => s.buffer.extend(more),
-                Ok(_) => s.subscription.changed().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading events failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+            if s.read {
+                s.subscription.mark_seen();
+                match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
+                    Ok(more) => {
+                        // A full page may have more behind it.
+                        s.read = more.len() as i64 == PAGE;
+                        s.buffer.extend(more);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading events failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
+                continue;
+            }
+            match s.subscription.changed().await {
+                Wake::Event(e) if e.seq == s.last + 1 => s.buffer.push_back(StoredEvent::clone(&e)),
+                // Sent already (read before its notification came).
+                Wake::Event(e) if e.seq <= s.last => {}
+                _ => s.read = true,
             }
         }
     })

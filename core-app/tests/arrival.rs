@@ -1,0 +1,44 @@
+//! An event that races its quote's arrival: the consumer may get an insurer's result while
+//! the quote is being stored. Whichever commits first, the result must be applied — never
+//! stranded in early_events.
+
+use core_app::store::{self, Applied};
+use domain::events::{InsurerOutcome, QuoteEvent};
+use domain::intake::{Accepted, AssignedInsurer};
+
+#[tokio::test]
+async fn an_event_racing_its_quotes_arrival_is_applied_either_way() {
+    let (pool, _) = testkit::fresh_database("arrival").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    let mut early = 0;
+    for _ in 0..200 {
+        let quote = uuid::Uuid::new_v4();
+        let accepted = Accepted {
+            id: quote,
+            insurers: vec![AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
+            deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+        };
+        let event =
+            QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
+        let (p1, p2) = (pool.clone(), pool.clone());
+        let creating =
+            tokio::spawn(async move { store::create(&p1, &accepted, None, b"h", chrono::Duration::zero()).await });
+        let applying = tokio::spawn(async move { store::apply(&p2, &event).await });
+        creating.await.unwrap().unwrap();
+        if applying.await.unwrap().unwrap() == Applied::Early {
+            early += 1;
+        }
+        let (status, completed): (String, bool) = sqlx::query_as(
+            "SELECT i.status, q.completed_at IS NOT NULL FROM quote_insurers i JOIN quotes q ON q.id = i.quote_id
+             WHERE i.quote_id = $1",
+        )
+        .bind(quote)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((status.as_str(), completed), ("declined", true), "quote {quote}: the result was applied");
+    }
+    let stranded: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
+    assert_eq!(stranded, 0, "no event left waiting for a quote that exists");
+    eprintln!("{early} of 200 events arrived before their quote");
+}
