@@ -68,8 +68,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("aggregator");
     let cli = Cli::parse();
+    let service = if matches!(cli.command, Command::Poller { .. }) { "poller" } else { "aggregator" };
+    let _telemetry = platform::telemetry::init(service);
     let mut options: PgConnectOptions = cli.database_url.parse()?;
     if matches!(cli.command, Command::Poller { .. }) {
         // Every write of a poller can be redone: a claim, progress or an outcome lost with a

@@ -71,9 +71,11 @@ impl Detections {
     }
 }
 
-/// The bench's LISTEN on core-app's channel: (quote, received) in commit order.
+/// The bench's LISTEN on core-app's channel: (quote, event seq, received) in commit order.
+/// core-app's payload is `<quote> <seq> <name> <data>` (a bare `<quote>` when the event was too
+/// large to carry; those are not timed).
 #[derive(Clone, Default)]
-pub struct Tap(pub Arc<Mutex<Vec<(Uuid, i64)>>>);
+pub struct Tap(pub Arc<Mutex<Vec<(Uuid, i64, i64)>>>);
 
 impl Tap {
     pub async fn start(url: &str) -> anyhow::Result<(Tap, tokio::task::JoinHandle<()>)> {
@@ -84,21 +86,20 @@ impl Tap {
         let task = tokio::spawn(async move {
             while let Ok(n) = listener.recv().await {
                 let at = crate::now_us();
-                if let Ok(q) = n.payload().parse::<Uuid>() {
-                    sink.lock().expect("tap").push((q, at));
+                let mut parts = n.payload().splitn(3, ' ');
+                let quote = parts.next().and_then(|q| q.parse::<Uuid>().ok());
+                let seq = parts.next().and_then(|s| s.parse::<i64>().ok());
+                if let (Some(quote), Some(seq)) = (quote, seq) {
+                    sink.lock().expect("tap").push((quote, seq, at));
                 }
             }
         });
         Ok((tap, task))
     }
 
-    /// Per quote, notification instants in order.
-    pub fn by_quote(&self) -> HashMap<Uuid, Vec<i64>> {
-        let mut out: HashMap<Uuid, Vec<i64>> = HashMap::new();
-        for (q, at) in self.0.lock().expect("tap").iter() {
-            out.entry(*q).or_default().push(*at);
-        }
-        out
+    /// Per (quote, event seq), when its commit was notified.
+    pub fn by_quote(&self) -> HashMap<(Uuid, i64), i64> {
+        self.0.lock().expect("tap").iter().map(|(q, seq, at)| ((*q, *seq), *at)).collect()
     }
 }
 
@@ -223,7 +224,7 @@ pub fn join(
     detections: &Detections,
     kafka: &HashMap<Uuid, KafkaEvent>,
     core: &[CoreEvent],
-    notifies: &HashMap<Uuid, Vec<i64>>,
+    notifies: &HashMap<(Uuid, i64), i64>,
 ) -> Vec<Trace> {
     // core-app events of a quote: seq → (event id, created)
     let mut core_by: HashMap<(Uuid, i64), &CoreEvent> = HashMap::new();
@@ -233,7 +234,6 @@ pub fn join(
     let mut traces = Vec::new();
     for run in runs {
         let Some(quote) = run.quote else { continue };
-        let commits = notifies.get(&quote);
         for ev in &run.events {
             let Some(insurer) = ev.insurer.clone() else { continue };
             if ev.name == "complete" {
@@ -251,8 +251,7 @@ pub fn join(
                     t.kafka = Some(k.append_us);
                 }
             }
-            // The n-th notification of a quote is the commit of its n-th stored event.
-            t.commit = commits.and_then(|c| c.get(usize::try_from(ev.seq - 1).ok()?)).copied();
+            t.commit = notifies.get(&(quote, ev.seq)).copied();
             traces.push(t);
         }
     }

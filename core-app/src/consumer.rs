@@ -133,6 +133,7 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     join_all(quotes.into_iter().map(|events| async move {
         for (event, trace) in events {
             let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
+            platform::trace::span_in(&span, &trace);
             let applied = apply_until_stored(pool, &event).instrument(span.clone()).await;
             span.in_scope(|| {
                 tracing::info!(insurer = %event.insurer, version = event.version, result = applied.label(), "event applied")

@@ -55,7 +55,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("core-app");
+    let _telemetry = platform::telemetry::init("core-app");
     let args = Args::parse();
     let pool = PgPoolOptions::new()
         .max_connections(32)

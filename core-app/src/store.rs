@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::intake::Accepted;
+use platform::trace::TraceParent;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -65,13 +66,14 @@ pub async fn create(
     key: Option<&str>,
     request_hash: &[u8],
     grace: chrono::Duration,
+    trace: Option<&TraceParent>,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     // The quote's arrival lock (see `apply_in`) is taken before the row is written and held
     // until commit, so an event of this quote either is in early_events by then or sees the quote.
     let inserted = sqlx::query(
-        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at)
-         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
+        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
+         SELECT $1, $2, $3, $4, $5, $7 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(accepted.id)
@@ -80,6 +82,7 @@ pub async fn create(
     .bind(accepted.deadline)
     .bind(accepted.deadline + grace)
     .bind(arrival_lock(accepted.id))
+    .bind(trace.map(TraceParent::to_string))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -343,12 +346,14 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
-/// Whether the quote is complete; `None` when it does not exist.
-pub async fn is_complete(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<bool>> {
-    sqlx::query_scalar("SELECT completed_at IS NOT NULL FROM quotes WHERE id = $1")
-        .bind(quote)
-        .fetch_optional(pool)
-        .await
+/// Whether the quote is complete, and the trace it was created in; `None` when it does not exist.
+pub async fn completion(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<(bool, Option<TraceParent>)>> {
+    let row: Option<(bool, Option<String>)> =
+        sqlx::query_as("SELECT completed_at IS NOT NULL, traceparent FROM quotes WHERE id = $1")
+            .bind(quote)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(complete, trace)| (complete, trace.as_deref().and_then(TraceParent::parse))))
 }
 
 /// One stored event, as SSE sends it.

@@ -89,6 +89,17 @@
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
   }
 
+  /** A W3C traceparent that starts this quote's trace, so every service logs it under one id. */
+  function newTraceparent() {
+    const hex = (n) => Array.from(window.crypto.getRandomValues(new Uint8Array(n)), (x) => x.toString(16).padStart(2, '0')).join('');
+    let trace = hex(16);
+    let span = hex(8);
+    // All-zero ids are invalid; astronomically unlikely, but cheap to rule out.
+    if (/^0+$/.test(trace)) trace = `${trace.slice(0, 31)}1`;
+    if (/^0+$/.test(span)) span = `${span.slice(0, 15)}1`;
+    return `00-${trace}-${span}-01`;
+  }
+
   function newKey() {
     if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
     // Fallback for non-secure contexts (plain http on a non-localhost address).
@@ -458,7 +469,12 @@
       try {
         res = await fetch(`${API}/quotes`, {
           method: 'POST',
-          headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Idempotency-Key': key },
+          headers: {
+            'Content-Type': 'application/json',
+            Accept: 'application/json',
+            'Idempotency-Key': key,
+            traceparent: newTraceparent(),
+          },
           body,
         });
       } catch (_) {

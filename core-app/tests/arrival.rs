@@ -22,7 +22,9 @@ async fn an_event_racing_its_quotes_arrival_is_applied_either_way() {
             QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
         let (p1, p2) = (pool.clone(), pool.clone());
         let creating =
-            tokio::spawn(async move { store::create(&p1, &accepted, None, b"h", chrono::Duration::zero()).await });
+            tokio::spawn(
+                async move { store::create(&p1, &accepted, None, b"h", chrono::Duration::zero(), None).await },
+            );
         let applying = tokio::spawn(async move { store::apply(&p2, &event).await });
         creating.await.unwrap().unwrap();
         if applying.await.unwrap().unwrap() == Applied::Early {

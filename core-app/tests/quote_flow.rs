@@ -207,7 +207,7 @@ async fn a_duplicate_or_stale_kafka_event_changes_nothing() {
         insurers: vec![insurer("alfa"), insurer("ingos")],
         deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
-    core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1)).await.unwrap();
+    core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
     let declined =
         QuoteEvent::new(other, "alfa", 2, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     send(declined.clone()).await;
@@ -283,7 +283,7 @@ async fn a_quote_overdue_while_core_app_was_down_completes_at_start() {
         insurers: vec![domain::intake::AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
         deadline: chrono::Utc::now() - chrono::Duration::seconds(30),
     };
-    core_app::store::create(&stack.core_pool, &overdue, None, b"h", chrono::Duration::seconds(1)).await.unwrap();
+    core_app::store::create(&stack.core_pool, &overdue, None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
     let stream = follow(&stack.core_url, &format!("/api/v1/quotes/{}/events", overdue.id)).await;
     let names: Vec<(String, String)> =
         stream.events.iter().map(|e| (e.event.clone(), e.json()["status"].as_str().unwrap().to_string())).collect();

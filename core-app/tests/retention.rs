@@ -18,7 +18,7 @@ async fn old_finished_quotes_are_minimised() {
             insurers: vec![AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
             deadline: Utc::now() + Duration::hours(1),
         };
-        core_app::store::create(&pool, &accepted, Some(&format!("key-{id}")), b"hash", Duration::seconds(1))
+        core_app::store::create(&pool, &accepted, Some(&format!("key-{id}")), b"hash", Duration::seconds(1), None)
             .await
             .unwrap();
         if finished {

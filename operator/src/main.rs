@@ -5,7 +5,7 @@ use operator::{Config, Exit};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("operator");
+    let _telemetry = platform::telemetry::init("operator");
     let config = Config::parse();
     let client = kube::Client::try_default().await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

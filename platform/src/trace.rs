@@ -3,16 +3,22 @@
 //! within a span holding the quote's `trace_id`, and passes a child `traceparent` on.
 //!
 //! Only ids travel: nothing of the request's content is in a trace.
+//!
+//! With OTLP export on ([`crate::telemetry`]), [`span_in`] makes each of these spans an exported
+//! span of the quote's trace, and the `traceparent` passed on names it, so a trace viewer shows
+//! the hops as one tree.
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::Rng;
 use std::convert::Infallible;
 use std::fmt;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The header (HTTP) and message header (Kafka) name.
 pub const HEADER: &str = "traceparent";
@@ -94,13 +100,42 @@ impl fmt::Display for TraceParent {
     }
 }
 
+/// Puts `span` in `incoming`'s trace, as a child of the span `incoming` names, and returns the
+/// `traceparent` to pass on from within `span`: the exported span's own id when OTLP export is
+/// on, else a new child id of `incoming`.
+pub fn span_in(span: &tracing::Span, incoming: &TraceParent) -> TraceParent {
+    let flags = if incoming.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+    let remote = SpanContext::new(
+        TraceId::from_bytes(incoming.trace_id.to_be_bytes()),
+        SpanId::from_bytes(incoming.parent_id.to_be_bytes()),
+        flags,
+        true,
+        TraceState::default(),
+    );
+    // Without the OpenTelemetry layer both calls do nothing and the context is invalid.
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote.clone()));
+    let context = span.context();
+    let own = context.span().span_context().clone();
+    if own.is_valid() && own.trace_id() == remote.trace_id() {
+        TraceParent {
+            trace_id: incoming.trace_id,
+            parent_id: u64::from_be_bytes(own.span_id().to_bytes()),
+            sampled: own.is_sampled(),
+        }
+    } else {
+        incoming.child()
+    }
+}
+
 /// Middleware: each request runs in a `request` span with its `trace_id` (the caller's trace, or a
-/// new one), which handlers get by taking a [`TraceParent`] argument.
+/// new one), which handlers get by taking a [`TraceParent`] argument: the one to pass on.
 pub async fn layer(mut request: Request, next: Next) -> Response {
-    let trace = TraceParent::of(request.headers());
+    let incoming = TraceParent::of(request.headers());
+    let trace_id = incoming.trace_id();
+    let span =
+        tracing::info_span!("request", trace_id = %trace_id, method = %request.method(), path = %request.uri().path());
+    let trace = span_in(&span, &incoming);
     request.extensions_mut().insert(trace);
-    let trace_id = trace.trace_id();
-    let span = tracing::info_span!("request", trace_id = %trace_id);
     let mut response = next.run(request).instrument(span).await;
     // Not a standard response header, but it lets a caller find the trace of a request it did not trace.
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
@@ -109,13 +144,13 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// A handler's trace: the one [`layer`] chose, or — on a router without the layer — the request's own
-/// `traceparent` or a new trace.
+/// A handler's trace, to pass on: the one [`layer`] chose, or — on a router without the layer — a
+/// child of the request's own `traceparent`, or a new trace.
 impl<S: Send + Sync> FromRequestParts<S> for TraceParent {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<TraceParent>().copied().unwrap_or_else(|| TraceParent::of(&parts.headers)))
+        Ok(parts.extensions.get::<TraceParent>().copied().unwrap_or_else(|| TraceParent::of(&parts.headers).child()))
     }
 }
 

@@ -109,6 +109,9 @@ test('the prefilled form gets offers live, cheapest first, until complete', asyn
   const sent = JSON.parse(request.postData());
   assert.match(request.headers()['idempotency-key'] || '', /^[0-9a-f-]{36}$/i, 'Idempotency-Key header');
   assert.equal(request.headers()['content-type'], 'application/json');
+  const traceparent = request.headers().traceparent || '';
+  assert.match(traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'the page starts the quote\'s trace');
+  assert.equal(response.headers()['x-trace-id'], traceparent.split('-')[1], 'core-app continues the page\'s trace');
   assert.equal(sent.vehicle.vin, 'XTAGFL110KY123456');
   assert.equal(typeof sent.vehicle.year, 'number');
   assert.equal(sent.drivers.length, 1);

@@ -160,15 +160,16 @@ pub async fn run_with_api(
                     due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
                     for task in claim.tasks {
                         // The quote's trace; an application stored without one is traced by its id.
-                        let trace = task
+                        let incoming = task
                             .traceparent
                             .as_deref()
                             .and_then(TraceParent::parse)
                             .or_else(|| TraceParent::with_trace_id(task.application_id.as_u128()))
-                            .unwrap_or_else(TraceParent::root)
-                            .child();
-                        let span =
-                            info_span!("task", %insurer, task = %task.application_id, trace_id = %trace.trace_id());
+                            .unwrap_or_else(TraceParent::root);
+                        let span = info_span!(
+                            "task", %insurer, task = %task.application_id, trace_id = %incoming.trace_id()
+                        );
+                        let trace = platform::trace::span_in(&span, &incoming);
                         in_flight.spawn(ctx.clone().run(task, trace).instrument(span));
                     }
                     tasks_in_flight.set(in_flight.len() as f64);

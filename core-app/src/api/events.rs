@@ -12,11 +12,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use platform::Problem;
+use platform::trace::TraceParent;
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Events read from the database per round trip.
@@ -63,13 +65,19 @@ pub async fn stream(
     let mut subscription = state.hub.subscribe(id);
     subscription.mark_seen();
     // Completion first, events second: a quote completing in between still has its events read.
-    let complete =
-        store::is_complete(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
+    let (complete, trace) =
+        store::completion(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
     let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
     if first.is_empty() && complete {
         // 204 tells EventSource not to reconnect: the stream is over.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    // The stream belongs to the quote's trace, not to this request's (EventSource cannot send a
+    // traceparent); a quote stored without one is traced by its id, as the pollers do.
+    let trace = trace.or_else(|| TraceParent::with_trace_id(id.as_u128())).unwrap_or_else(TraceParent::root);
+    let span = tracing::info_span!(parent: None, "stream", quote = %id, trace_id = %trace.trace_id(), after = last);
+    platform::trace::span_in(&span, &trace);
+    span.in_scope(|| tracing::info!("event stream opened"));
     let live = Live {
         pool: state.pool.clone(),
         quote: id,
@@ -79,6 +87,8 @@ pub async fn stream(
         subscription,
         done: false,
         hello: Some(state.settings.sse_retry),
+        span,
+        sent: 0,
     };
     let sse =
         Sse::new(events(live)).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat).text("heartbeat"));
@@ -101,44 +111,64 @@ struct Live {
     done: bool,
     /// The `retry:` to send first.
     hello: Option<Duration>,
+    /// The stream's span in the quote's trace.
+    span: tracing::Span,
+    /// Events sent.
+    sent: u32,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Whether the quote completed or the client went away, the stream's end is in the trace.
+        self.span
+            .in_scope(|| tracing::info!(sent = self.sent, last = self.last, done = self.done, "event stream closed"));
+    }
 }
 
 fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(live, |mut s| async move {
-        if let Some(retry) = s.hello.take() {
-            return Some((Ok(Event::default().retry(retry).comment("stream open")), s));
-        }
-        loop {
-            if let Some(e) = s.buffer.pop_front() {
-                s.last = e.seq;
-                s.done = e.name == "complete";
-                let event = Event::default().id(e.seq.to_string()).event(&e.name).data(e.data);
-                return Some((Ok(event), s));
-            }
-            if s.done {
-                return None;
-            }
-            if s.read {
-                s.subscription.mark_seen();
-                match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
-                    Ok(more) => {
-                        // A full page may have more behind it.
-                        s.read = more.len() as i64 == PAGE;
-                        s.buffer.extend(more);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading events failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-                continue;
-            }
-            match s.subscription.changed().await {
-                Wake::Event(e) if e.seq == s.last + 1 => s.buffer.push_back(StoredEvent::clone(&e)),
-                // Sent already (read before its notification came).
-                Wake::Event(e) if e.seq <= s.last => {}
-                _ => s.read = true,
-            }
-        }
+    futures::stream::unfold(live, |s| {
+        let span = s.span.clone();
+        next(s).instrument(span)
     })
+}
+
+/// The stream's next frame, and its state after it.
+async fn next(mut s: Live) -> Option<(Result<Event, Infallible>, Live)> {
+    if let Some(retry) = s.hello.take() {
+        return Some((Ok(Event::default().retry(retry).comment("stream open")), s));
+    }
+    loop {
+        if let Some(e) = s.buffer.pop_front() {
+            s.last = e.seq;
+            s.done = e.name == "complete";
+            s.sent += 1;
+            tracing::debug!(seq = e.seq, event = %e.name, "event sent");
+            let event = Event::default().id(e.seq.to_string()).event(&e.name).data(e.data);
+            return Some((Ok(event), s));
+        }
+        if s.done {
+            return None;
+        }
+        if s.read {
+            s.subscription.mark_seen();
+            match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
+                Ok(more) => {
+                    // A full page may have more behind it.
+                    s.read = more.len() as i64 == PAGE;
+                    s.buffer.extend(more);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            continue;
+        }
+        match s.subscription.changed().await {
+            Wake::Event(e) if e.seq == s.last + 1 => s.buffer.push_back(StoredEvent::clone(&e)),
+            // Sent already (read before its notification came).
+            Wake::Event(e) if e.seq <= s.last => {}
+            _ => s.read = true,
+        }
+    }
 }

@@ -74,24 +74,23 @@ pub async fn create(
     }
     // Retries reuse the key, so the aggregator never creates two applications for one quote.
     let aggregator_key = key.as_ref().map_or_else(|| Uuid::new_v4().to_string(), |k| format!("core-app:{k}"));
-    let accepted =
-        state.aggregator.submit(&normalised, &aggregator_key, &trace.child()).await.map_err(|e| match e {
-            SubmitError::CircuitOpen { retry_after } => {
-                metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
-                Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
-            }
-            SubmitError::Unavailable { reason, retry_after } => {
-                tracing::warn!(%reason, "aggregator unavailable");
-                metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
-                Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
-            }
-            SubmitError::Rejected(reason) => {
-                tracing::error!(%reason, "aggregator rejected a validated request");
-                Problem::internal()
-            }
-        })?;
+    let accepted = state.aggregator.submit(&normalised, &aggregator_key, &trace).await.map_err(|e| match e {
+        SubmitError::CircuitOpen { retry_after } => {
+            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
+            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+        }
+        SubmitError::Unavailable { reason, retry_after } => {
+            tracing::warn!(%reason, "aggregator unavailable");
+            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
+            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+        }
+        SubmitError::Rejected(reason) => {
+            tracing::error!(%reason, "aggregator rejected a validated request");
+            Problem::internal()
+        }
+    })?;
     let grace = chrono::Duration::from_std(state.settings.deadline_grace).unwrap_or_default();
-    match store::create(&state.pool, &accepted, key.as_deref(), &hash, grace).await {
+    match store::create(&state.pool, &accepted, key.as_deref(), &hash, grace, Some(&trace)).await {
         Ok(()) => {}
         // Two requests with one key raced; the winner stored the quote.
         Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) && key.is_some() => {
