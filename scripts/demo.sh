@@ -61,6 +61,16 @@ for db in aggregator core_app; do
   fi
 done
 
+# The smoke and browser runs export every service's spans to a collector of our own (as JSON
+# lines in the logs folder, so the personal-data scan reads them too) and check the sample
+# quote's trace there; `OTEL_EXPORTER_OTLP_ENDPOINT` set by the caller wins.
+if [[ ${1:-} == --smoke || ${1:-} == --e2e ]] && [[ -z ${OTEL_EXPORTER_OTLP_ENDPOINT:-} ]]; then
+  OTLP_ADDR="${OTLP_SINK_LISTEN:-127.0.0.1:4318}"
+  say "starting the trace collector on $OTLP_ADDR"
+  start otlp-sink "$bin/otlp-sink" serve --listen "$OTLP_ADDR" --out "$logs/exported-spans.log"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="http://$OTLP_ADDR" OTEL_BSP_SCHEDULE_DELAY=200
+fi
+
 say "starting the insurer sandbox on $SANDBOX_ADDR"
 start sandbox "$bin/sandbox" --config sandbox/sandbox.toml --listen "$SANDBOX_ADDR"
 wait_ready sandbox "http://$SANDBOX_ADDR/readyz"
@@ -118,6 +128,17 @@ smoke() {
   grep -q "event applied.*$trace\|$trace.*event applied" "$logs/core-app.log" ||
     { echo "error: core-app consumed no event of trace $trace (Kafka header lost?)" >&2; return 1; }
   say "trace $trace: core-app → aggregator → pollers → Kafka → core-app, in every log"
+  if [[ -f $logs/exported-spans.log ]]; then
+    local tries
+    # Spans leave in batches; the last ones (the stream's) follow within a moment.
+    for tries in $(seq 30); do
+      "$bin/otlp-sink" check --file "$logs/exported-spans.log" --trace "$trace" \
+        --services core-app,aggregator,poller --spans request,task,event,stream >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+    "$bin/otlp-sink" check --file "$logs/exported-spans.log" --trace "$trace" \
+      --services core-app,aggregator,poller --spans request,task,event,stream
+  fi
 }
 
 case "${1:-}" in

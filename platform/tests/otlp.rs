@@ -1,56 +1,25 @@
 //! OTLP export against a collector of our own on loopback: spans arrive over OTLP/HTTP in the
 //! quote's W3C trace, each hop the child of the one before, under the service's name.
 
-use axum::body::Bytes;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use platform::trace::{TraceParent, span_in};
-use prost::Message;
 use std::sync::{Arc, Mutex};
+use testkit::otlp::ExportedSpan;
 
-/// The parts of a `traceparent`: trace id, span id, as bytes.
-fn ids(trace: &TraceParent) -> (Vec<u8>, Vec<u8>) {
+/// The trace id and span id of a `traceparent`, in hex.
+fn ids(trace: &TraceParent) -> (String, String) {
     let text = trace.to_string();
-    let mut parts = text.split('-').skip(1);
-    let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect();
-    (hex(parts.next().unwrap()), hex(parts.next().unwrap()))
+    let mut parts = text.split('-').skip(1).map(str::to_string);
+    (parts.next().unwrap(), parts.next().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_in_the_quotes_trace_one_hop_under_the_other() {
-    let received: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<ExportedSpan>>> = Arc::default();
     let sink = received.clone();
-    let collector = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
-                for resource in request.resource_spans {
-                    let service = resource
-                        .resource
-                        .iter()
-                        .flat_map(|r| &r.attributes)
-                        .find(|kv| kv.key == "service.name")
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            Value::StringValue(s) => Some(s.clone()),
-                            _ => None,
-                        })
-                        .unwrap_or_default();
-                    for scope in resource.scope_spans {
-                        sink.lock().unwrap().extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-                    }
-                }
-                ""
-            }
-        }),
-    );
+    let collector = testkit::otlp::collector(move |spans| sink.lock().unwrap().extend(spans));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, collector).await });
-
     let telemetry = platform::telemetry::init_with("otlp-test", Some(&format!("http://{addr}/")));
 
     let incoming = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
@@ -59,16 +28,14 @@ async fn spans_are_exported_in_the_quotes_trace_one_hop_under_the_other() {
     request.in_scope(|| tracing::info!("request handled"));
     let task = tracing::info_span!(parent: None, "task", trace_id = %passed_on.trace_id());
     let passed_on_again = span_in(&task, &passed_on);
-    task.in_scope(|| tracing::info!("task finished"));
     drop((request, task));
     // Shutting the exporter down sends what it holds; it blocks, so not on a runtime thread.
     tokio::task::spawn_blocking(move || drop(telemetry)).await.unwrap();
 
     let spans = received.lock().unwrap().clone();
-    let find = |name: &str| spans.iter().find(|(_, s)| s.name == name).unwrap_or_else(|| panic!("{name} in {spans:?}"));
-    let (service, request) = find("request");
-    let (_, task) = find("task");
-    assert_eq!(service, "otlp-test", "spans carry the service's name");
+    let find = |name: &str| spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} in {spans:?}"));
+    let (request, task) = (find("request"), find("task"));
+    assert_eq!(request.service, "otlp-test", "spans carry the service's name");
     let (trace_id, caller) = ids(&incoming);
     assert_eq!(request.trace_id, trace_id, "the caller's trace");
     assert_eq!(request.parent_span_id, caller, "a child of the caller's span");
@@ -76,5 +43,7 @@ async fn spans_are_exported_in_the_quotes_trace_one_hop_under_the_other() {
     assert_eq!(task.trace_id, trace_id);
     assert_eq!(task.parent_span_id, request.span_id, "the next hop is a child of the request");
     assert_eq!(task.span_id, ids(&passed_on_again).1);
-    assert!(request.events.iter().any(|e| e.name == "request handled"), "log lines are span events");
+    assert!(request.events.iter().any(|e| e == "request handled"), "log lines are span events: {:?}", request.events);
+    let shape = testkit::otlp::check_tree(&spans, &trace_id, &["otlp-test"], &["request", "task"]).unwrap();
+    assert_eq!(shape.spans, 2);
 }

@@ -2,6 +2,7 @@
 //! `make infra-up` (`scripts/infra.sh`): every test gets its own database or topic, so
 //! tests run in parallel and leave nothing behind that another test could see.
 
+pub mod otlp;
 pub mod sse;
 
 use rdkafka::ClientConfig;
