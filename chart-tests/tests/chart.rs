@@ -158,6 +158,24 @@ fn images_default_to_the_platform_image_at_the_app_version() {
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "Never", "kind: loaded images");
 }
 
+/// Trace export is off unless a collector is given; then every Rust service and, through the
+/// operator, every poller exports to it.
+#[test]
+fn trace_export_reaches_every_service_and_the_pollers_only_when_configured() {
+    let services = ["osago-core-app", "osago-aggregator", "osago-operator"];
+    let objects = render(None, &[]);
+    for name in services {
+        assert!(!env_of(find(&objects, "Deployment", name)).contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"), "{name}");
+    }
+    assert!(!env_of(find(&objects, "Deployment", "osago-operator")).contains_key("POLLER_OTLP_ENDPOINT"));
+    let collector = "http://otel-collector.observability:4318";
+    let objects = render(None, &["--set", &format!("otlpEndpoint={collector}")]);
+    for name in services {
+        assert_eq!(env_of(find(&objects, "Deployment", name))["OTEL_EXPORTER_OTLP_ENDPOINT"], collector, "{name}");
+    }
+    assert_eq!(env_of(find(&objects, "Deployment", "osago-operator"))["POLLER_OTLP_ENDPOINT"], collector);
+}
+
 /// The operator's interface as the chart sees it (see the assumptions in helm/osago/README.md).
 #[test]
 fn the_operator_gets_the_poller_settings() {

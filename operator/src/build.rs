@@ -240,6 +240,9 @@ fn pod_spec(valid: &Valid, config_map: &str, poller: &PollerConfig) -> PodSpec {
     if let Some(level) = &poller.log_level {
         env.push(env_value("RUST_LOG", level.clone()));
     }
+    if let Some(endpoint) = poller.otlp_endpoint.as_ref().filter(|e| !e.is_empty()) {
+        env.push(env_value(platform::telemetry::OTLP_ENDPOINT, endpoint.clone()));
+    }
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -559,6 +562,7 @@ spec:
                 ..ResourceRequirements::default()
             }),
             log_level: Some("debug".into()),
+            otlp_endpoint: Some("http://otel-collector:4318".into()),
         };
         let desired = build(&validate(&resource()).unwrap(), &poller);
         let c = container(&desired);
@@ -570,6 +574,7 @@ spec:
         let db = env(&desired, "AGGREGATOR_DATABASE_URL").value_from.unwrap().secret_key_ref.unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("pg", "dsn"));
         assert_eq!(env(&desired, "RUST_LOG").value.as_deref(), Some("debug"));
+        assert_eq!(env(&desired, "OTEL_EXPORTER_OTLP_ENDPOINT").value.as_deref(), Some("http://otel-collector:4318"));
         assert_eq!(pod(&desired).image_pull_secrets.unwrap()[0].name, "regcred");
         // The configuration of the operator is not the insurer's: the hash of the spec stays.
         assert_eq!(desired.config_hash, built(&resource()).config_hash);

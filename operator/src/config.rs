@@ -72,6 +72,9 @@ pub struct PollerConfig {
     /// `RUST_LOG` of the pollers.
     #[arg(long = "poller-log-level", env = "POLLER_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// The OTLP/HTTP collector the pollers export their spans to (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[arg(long = "poller-otlp-endpoint", env = "POLLER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for PollerConfig {
@@ -85,6 +88,7 @@ impl Default for PollerConfig {
             port: 8090,
             resources: None,
             log_level: None,
+            otlp_endpoint: None,
         }
     }
 }

@@ -190,12 +190,16 @@ readinessProbe:
   mountPath: /tmp
 {{- end }}
 
-{{/* Env of the Rust services' logging. */}}
+{{/* Env of the Rust services' logging and trace export. */}}
 {{- define "osago.logEnv" -}}
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 - name: LOG_FORMAT
   value: json
+{{- with .Values.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "osago.pullSecretNames" -}}
