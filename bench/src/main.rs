@@ -5,7 +5,7 @@ use bench::limits;
 use bench::load::{self, Capacity, OpenLoop, QuoteRun};
 use bench::pipeline::{self, Detections, Tap};
 use bench::procstat::{self, Snapshot};
-use bench::report::{self, FanOut, Intake, Machine, PhaseResult, Plan, Results};
+use bench::report::{self, FanOut, Http2Streams, Intake, Machine, PhaseResult, Plan, Results};
 use bench::stack::{Env, Stack};
 use bench::stats::Summary;
 use clap::{Parser, Subcommand};
@@ -191,6 +191,14 @@ async fn main() -> anyhow::Result<()> {
         .await;
         stack.stop().await;
         outcome?;
+        // Freed memory stays with the process: HTTP/2 streams are measured on fresh processes.
+        if let Some(fanout) = results.fanout.as_mut() {
+            let mut stack = start_stack(&env, "h2").await?;
+            let outcome = fanout_http2(&mut stack, &plan, &env).await;
+            stack.stop().await;
+            fanout.http2 = Some(outcome?);
+            save(&out, "fanout.json", &results.fanout)?;
+        }
     }
     results.machine.finish();
     results.wall_seconds = clock.elapsed().as_secs_f64();
@@ -432,27 +440,88 @@ async fn intake(stack: &Stack, plan: &Plan, vins: &AtomicU64) -> anyhow::Result<
     Ok(result)
 }
 
-/// 10 000 idle streams on one core-app: memory per stream, then events fanned out to them.
-async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<FanOut> {
-    stack.signal_pollers("STOP");
-    let core_url = env.pg(&stack.core_db);
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&core_url).await?;
-    let n = plan.fanout_streams;
+/// `n` quotes straight into core-app's database, six pending insurers each, due in an hour.
+async fn seed_quotes(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<Uuid>> {
     let quotes: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO quotes (id, request_hash, deadline, expires_at)
          SELECT gen_random_uuid(), '\\x00'::bytea, now() + interval '1 hour', now() + interval '1 hour'
          FROM generate_series(1, $1) RETURNING id",
     )
     .bind(n as i64)
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await?;
     sqlx::query(
         "INSERT INTO quote_insurers (quote_id, insurer, display_name)
          SELECT q, i, i FROM unnest($1::uuid[]) q, unnest(ARRAY['alfa','sogaz','ingos','vsk','reso','rgs']) i",
     )
     .bind(&quotes)
-    .execute(&pool)
+    .execute(pool)
     .await?;
+    Ok(quotes)
+}
+
+/// HTTP/2 connections the idle streams are spread over: hyper's server allows 200 concurrent
+/// streams on one connection, so 10 000 streams need at least 50.
+const H2_CONNECTIONS: usize = 64;
+
+/// The idle streams of [`fanout`] again, multiplexed over HTTP/2 on a fresh stack: memory per
+/// stream on core-app and on the plain axum baseline.
+async fn fanout_http2(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Http2Streams> {
+    stack.signal_pollers("STOP");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&env.pg(&stack.core_db)).await?;
+    let n = plan.fanout_streams;
+    let quotes = seed_quotes(&pool, n).await?;
+    pool.close().await;
+    // One client per connection: a client keeps one HTTP/2 connection per host.
+    let clients = (0..H2_CONNECTIONS)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let measure = async |pid: u32, base: &str, label: &str| {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = procstat::rss_kib(pid).unwrap_or(0);
+        let (tasks, open, _, _) = open_streams(&clients, base, &quotes, Arc::default(), label).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = procstat::rss_kib(pid).unwrap_or(0);
+        for t in &tasks {
+            t.abort();
+        }
+        (open, before, after)
+    };
+    let (open, before, after) =
+        measure(stack.pid("core-app").unwrap_or(0), &stack.core_url, "HTTP/2 streams on core-app").await;
+    let (base_open, base_before, base_after) =
+        measure(stack.pid("baseline").unwrap_or(0), &stack.baseline_url, "HTTP/2 streams on the baseline").await;
+    let h2 = Http2Streams {
+        streams: n,
+        connections: H2_CONNECTIONS,
+        streams_open: open,
+        rss_before_kib: before,
+        rss_open_kib: after,
+        baseline_streams_open: base_open,
+        baseline_rss_before_kib: base_before,
+        baseline_rss_open_kib: base_after,
+    };
+    println!(
+        "    over HTTP/2 ({H2_CONNECTIONS} connections): core-app {open} streams, {:.2} KiB/stream; baseline {base_open} streams, {:.2} KiB/stream",
+        h2.kib_per_stream(),
+        h2.baseline_kib_per_stream()
+    );
+    Ok(h2)
+}
+
+/// 10 000 idle streams on one core-app: memory per stream, then events fanned out to them.
+async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<FanOut> {
+    stack.signal_pollers("STOP");
+    let core_url = env.pg(&stack.core_db);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&core_url).await?;
+    let n = plan.fanout_streams;
+    let quotes = seed_quotes(&pool, n).await?;
     let core_pid = stack.pid("core-app").unwrap_or(0);
     let (tap, tap_task) = Tap::start(&core_url).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -465,8 +534,14 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let received: Arc<std::sync::Mutex<Vec<(Uuid, load::Received)>>> = Arc::default();
-    let (tasks, streams_open, failed, open_seconds) =
-        open_streams(&client, &stack.core_url, &quotes, received.clone(), "SSE streams on core-app").await;
+    let (tasks, streams_open, failed, open_seconds) = open_streams(
+        std::slice::from_ref(&client),
+        &stack.core_url,
+        &quotes,
+        received.clone(),
+        "SSE streams on core-app",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_open = procstat::rss_kib(core_pid).unwrap_or(0);
     let self_open = procstat::rss_kib(std::process::id()).unwrap_or(0);
@@ -510,8 +585,14 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
     // The same number of idle streams on the baseline: plain axum SSE, no application state.
     let base_pid = stack.pid("baseline").unwrap_or(0);
     let base_before = procstat::rss_kib(base_pid).unwrap_or(0);
-    let (base_tasks, base_open, _, _) =
-        open_streams(&client, &stack.baseline_url, &quotes, Arc::default(), "SSE streams on the baseline").await;
+    let (base_tasks, base_open, _, _) = open_streams(
+        std::slice::from_ref(&client),
+        &stack.baseline_url,
+        &quotes,
+        Arc::default(),
+        "SSE streams on the baseline",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let base_after = procstat::rss_kib(base_pid).unwrap_or(0);
     for t in &base_tasks {
@@ -573,6 +654,7 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         commit_to_sse_raw: commit_sse,
         kafka_to_sse_raw: kafka_sse,
         cpu: procstat::delta(&before, &after).0,
+        http2: None,
     })
 }
 
@@ -720,7 +802,7 @@ type StreamTasks = Vec<tokio::task::JoinHandle<()>>;
 /// Opens one SSE stream per quote on `base` (256 opening at a time); returns the stream
 /// tasks, how many opened, a counter of failed ones and the seconds it took.
 async fn open_streams(
-    client: &reqwest::Client,
+    clients: &[reqwest::Client],
     base: &str,
     quotes: &[Uuid],
     received: Arc<std::sync::Mutex<Vec<(Uuid, load::Received)>>>,
@@ -736,9 +818,10 @@ async fn open_streams(
             .expect("template"),
     );
     let mut tasks = Vec::with_capacity(n);
-    for q in quotes {
-        let (client, base, opened, failed, received, gate, q) =
-            (client.clone(), base.to_string(), opened.clone(), failed.clone(), received.clone(), gate.clone(), *q);
+    for (i, q) in quotes.iter().enumerate() {
+        let client = clients[i % clients.len()].clone();
+        let (base, opened, failed, received, gate, q) =
+            (base.to_string(), opened.clone(), failed.clone(), received.clone(), gate.clone(), *q);
         tasks.push(tokio::spawn(async move {
             let mut permit = gate.acquire_owned().await.ok();
             let mine = AtomicUsize::new(0);

@@ -281,11 +281,39 @@ pub struct FanOut {
     #[serde(skip)]
     pub kafka_to_sse_raw: Vec<f64>,
     pub cpu: BTreeMap<String, f64>,
+    /// The same idle streams over HTTP/2, on a fresh stack.
+    pub http2: Option<Http2Streams>,
 }
 
 impl FanOut {
     pub fn kib_per_stream(&self) -> f64 {
         (self.rss_open_kib as f64 - self.rss_before_kib as f64) / self.streams_open.max(1) as f64
+    }
+}
+
+/// Idle SSE streams multiplexed over HTTP/2 connections (cleartext, prior knowledge), as an
+/// ingress or a browser speaking HTTP/2 opens them: memory per stream on a fresh core-app and
+/// a fresh baseline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Http2Streams {
+    pub streams: usize,
+    pub connections: usize,
+    pub streams_open: usize,
+    pub rss_before_kib: u64,
+    pub rss_open_kib: u64,
+    pub baseline_streams_open: usize,
+    pub baseline_rss_before_kib: u64,
+    pub baseline_rss_open_kib: u64,
+}
+
+impl Http2Streams {
+    pub fn kib_per_stream(&self) -> f64 {
+        (self.rss_open_kib as f64 - self.rss_before_kib as f64) / self.streams_open.max(1) as f64
+    }
+
+    pub fn baseline_kib_per_stream(&self) -> f64 {
+        (self.baseline_rss_open_kib as f64 - self.baseline_rss_before_kib as f64)
+            / self.baseline_streams_open.max(1) as f64
     }
 }
 
@@ -489,6 +517,20 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 status(kib <= 8.0 && f.streams_open >= f.streams)
             ),
         );
+        if let Some(h2) = &f.http2 {
+            let kib = h2.kib_per_stream();
+            w(
+                &mut md,
+                format!(
+                    "| the same over HTTP/2 ({} streams on {} connections) | {:.2} KiB | ≤ 8 KiB | {:+.2} KiB | {} |",
+                    h2.streams_open,
+                    h2.connections,
+                    kib,
+                    kib - 8.0,
+                    status(kib <= 8.0 && h2.streams_open >= h2.streams)
+                ),
+            );
+        }
     }
     w(&mut md, String::new());
 
@@ -779,6 +821,19 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                     / f.baseline_streams_open.max(1) as f64
             ),
         );
+        if let Some(h2) = &f.http2 {
+            w(
+                &mut md,
+                format!(
+                    "| **over HTTP/2** (a fresh core-app; {} of {} streams open on {} connections, cleartext with prior knowledge) | **{:.2} KiB per stream**; plain axum SSE: {:.2} KiB |",
+                    h2.streams_open,
+                    h2.streams,
+                    h2.connections,
+                    h2.kib_per_stream(),
+                    h2.baseline_kib_per_stream()
+                ),
+            );
+        }
         w(
             &mut md,
             format!(
