@@ -127,9 +127,16 @@ pub fn span_in(span: &tracing::Span, incoming: &TraceParent) -> TraceParent {
     }
 }
 
+/// Probes and scrapes: frequent, about no quote, and not worth a trace each.
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// Middleware: each request runs in a `request` span with its `trace_id` (the caller's trace, or a
-/// new one), which handlers get by taking a [`TraceParent`] argument: the one to pass on.
+/// new one), which handlers get by taking a [`TraceParent`] argument: the one to pass on. Probes
+/// and metric scrapes run untraced.
 pub async fn layer(mut request: Request, next: Next) -> Response {
+    if UNTRACED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let incoming = TraceParent::of(request.headers());
     let trace_id = incoming.trace_id();
     let span =
@@ -181,6 +188,25 @@ mod tests {
         ] {
             assert_eq!(TraceParent::parse(invalid), None, "{invalid:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn requests_are_traced_and_answer_their_trace_id_but_probes_are_not() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/api", axum::routing::get(|trace: TraceParent| async move { trace.to_string() }))
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(layer));
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = Request::get("/api").header(HEADER, incoming).body(axum::body::Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let passed_on = TraceParent::parse(std::str::from_utf8(&body).unwrap()).unwrap();
+        assert_eq!(passed_on.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "the handler continues the trace");
+        assert_ne!(passed_on.to_string(), incoming, "with a span of its own");
+        let probe = app.oneshot(Request::get("/healthz").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        assert!(probe.headers().get("x-trace-id").is_none(), "probes run untraced");
     }
 
     #[test]
