@@ -73,9 +73,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init(service);
     let mut options: PgConnectOptions = cli.database_url.parse()?;
     if matches!(cli.command, Command::Poller { .. }) {
-        // Every write of a poller can be redone: a claim, progress or an outcome lost with a
-        // crashed Postgres leaves the task pending, it is polled again, and core-app drops a
-        // repeated event by its version. So its commits need not wait for the WAL flush.
+        // A claim, progress or a heartbeat lost with a crashed Postgres is redone: the task is
+        // still pending and is polled again. So those commits need not wait for the WAL flush;
+        // `finish`, whose event leaves for Kafka at once, asks for a synchronous commit itself.
         options = options.options([("synchronous_commit", "off")]);
     }
     let pool = PgPoolOptions::new()

@@ -505,7 +505,9 @@ async fn a_hanging_insurers_timeouts_open_the_breaker_and_created_quotes_wait_fo
         ms(half.at - opened.at),
         ms(closed.at - half.at),
     );
-    assert!(half.at - opened.at >= open);
+    // The watcher notes a transition when it gets to run, a moment after it happened; a trial
+    // call now lands right at the end of openDuration, so allow for that moment.
+    assert!(half.at - opened.at >= open - Duration::from_millis(20), "half-open too early");
     h.stop().await;
 }
 

@@ -136,9 +136,11 @@ impl Hub {
                         loop {
                             match listener.try_recv().await {
                                 Ok(Some(n)) => self.notify_payload(n.payload()),
+                                // Reconnect here rather than inside try_recv: only once the new
+                                // connection LISTENs can streams resynchronise without a gap.
                                 Ok(None) => {
-                                    tracing::warn!("LISTEN connection lost; resynchronising streams");
-                                    self.notify_all();
+                                    tracing::warn!("LISTEN connection lost; reconnecting");
+                                    break;
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "LISTEN failed");

@@ -147,6 +147,8 @@ pub async fn run_with_api(
     // a step costs no statement of the loop's own.
     let mut look_now = true;
     let mut due_at: Option<Instant> = None;
+    // The fallback look: at most `fallback_tick` after the last look, however busy the loop is.
+    let mut tick = Instant::now() + fallback_tick;
     loop {
         while let Some(done) = in_flight.try_join_next() {
             note_done(&insurer, done, &mut due_at);
@@ -155,6 +157,7 @@ pub async fn run_with_api(
         let free = max_in_flight.saturating_sub(in_flight.len());
         if free > 0 && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
             look_now = false;
+            tick = Instant::now() + fallback_tick;
             match store::claim(&pool, &insurer, &replica_id, lease, free).await {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
@@ -174,17 +177,20 @@ pub async fn run_with_api(
                     }
                     tasks_in_flight.set(in_flight.len() as f64);
                 }
-                Err(error) => warn!(%insurer, %error, "claiming tasks failed"),
+                Err(error) => {
+                    warn!(%insurer, %error, "claiming tasks failed");
+                    // A failure that comes back at once must not turn the loop into a spin.
+                    due_at = Some(tick);
+                }
             }
         }
-        let tick = Instant::now() + fallback_tick;
-        // With every slot busy, a due task waits for a step to end, not for its time.
+        // With every slot busy, nothing is claimable: the loop waits for a step to end.
         let full = in_flight.len() >= max_in_flight;
-        let wake_at = due_at.filter(|_| !full).map_or(tick, |due| due.min(tick));
+        let wake_at = due_at.map_or(tick, |due| due.min(tick));
         tokio::select! {
             () = &mut shutdown => break,
             () = wake.notified() => look_now = true,
-            () = tokio::time::sleep_until(wake_at) => look_now = wake_at == tick,
+            () = tokio::time::sleep_until(wake_at), if !full => look_now = wake_at >= tick,
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => note_done(&insurer, done, &mut due_at),
         }
     }
