@@ -122,41 +122,26 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
 }
 
 async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    // Five round trips (six when the quote completes): each one costs a wake-up of this
-    // task and of the backend, which is most of the CPU an event costs. The quote's row
-    // lock comes first, so every later statement reads what the previous holder committed.
-    let mut quote = lock_quote(tx, event.quote_id).await?;
-    if quote.is_none() {
-        // Not stored yet, or being stored right now by `create`, whose commit this statement
-        // could not see: wait for its arrival lock, then look again. Without it the event
-        // could land in early_events after `create` took them, and never be applied.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(arrival_lock(event.quote_id)).execute(&mut *tx).await?;
-        quote = lock_quote(tx, event.quote_id).await?;
-    }
-    let Some((next_seq, completed_at)) = quote else {
-        sqlx::query(
-            "INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(event.event_id)
-        .bind(event.quote_id)
-        .bind(sqlx::types::Json(event))
-        .execute(&mut *tx)
-        .await?;
-        return Ok(Applied::Early);
-    };
-    // Seen before, and the insurer's row, in one query.
-    let (seen, insurer): (bool, Option<(String, i32)>) = {
-        let row: (bool, Option<String>, Option<i32>) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM quote_events WHERE event_id = $3), i.display_name, i.version
-             FROM (SELECT 1) AS one
-             LEFT JOIN quote_insurers i ON i.quote_id = $1 AND i.insurer = $2",
-        )
-        .bind(event.quote_id)
-        .bind(&event.insurer)
-        .bind(event.event_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        (row.0, row.1.zip(row.2))
+    // Four round trips (five when the quote completes): each one costs a wake-up of this
+    // task and of the backend, which is most of the CPU an event costs. The first statement
+    // locks the quote's row and the insurer's row; one that waited for a lock re-reads both
+    // (Postgres re-checks locked rows at their newest version), so what it decides on is what
+    // the previous holder committed. `seen` comes from the statement's snapshot and may miss
+    // a duplicate applied meanwhile — the insurer's version then stops it as stale.
+    let row: Option<Locked> = sqlx::query_as(
+        "SELECT q.next_seq, q.completed_at, i.display_name, i.version,
+                EXISTS (SELECT 1 FROM quote_events WHERE event_id = $3) AS seen
+         FROM quotes q JOIN quote_insurers i ON i.quote_id = q.id AND i.insurer = $2
+         WHERE q.id = $1
+         FOR UPDATE OF q, i",
+    )
+    .bind(event.quote_id)
+    .bind(&event.insurer)
+    .bind(event.event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(Locked { next_seq, completed_at, display_name, version, seen }) = row else {
+        return apply_unmatched(tx, event).await;
     };
     if seen {
         return Ok(Applied::Duplicate);
@@ -164,7 +149,6 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
     if completed_at.is_some() {
         return Ok(Applied::Late);
     }
-    let Some((display_name, version)) = insurer else { return Ok(Applied::UnknownInsurer) };
     if i64::from(event.version) <= i64::from(version) {
         return Ok(Applied::Stale);
     }
@@ -212,6 +196,56 @@ async fn lock_quote(tx: &mut PgConnection, quote: Uuid) -> sqlx::Result<Option<(
     sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
         .bind(quote)
         .fetch_optional(&mut *tx)
+        .await
+}
+
+/// A quote and one of its insurers, locked for applying an event.
+#[derive(sqlx::FromRow)]
+struct Locked {
+    next_seq: i64,
+    completed_at: Option<DateTime<Utc>>,
+    display_name: String,
+    version: i32,
+    /// The event was stored before.
+    seen: bool,
+}
+
+/// An event whose quote, or whose insurer in it, is not stored: it waits for its quote in
+/// early_events, or is refused.
+async fn apply_unmatched(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
+    let mut quote = lock_quote(tx, event.quote_id).await?;
+    if quote.is_none() {
+        // Not stored yet, or being stored right now by `create`, whose commit this statement
+        // could not see: wait for its arrival lock, then look again. Without it the event
+        // could land in early_events after `create` took them, and never be applied.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(arrival_lock(event.quote_id)).execute(&mut *tx).await?;
+        quote = lock_quote(tx, event.quote_id).await?;
+    }
+    match quote {
+        // Stored meanwhile: the normal path, under the quote's lock.
+        Some(_) if is_insurer_of(tx, event).await? => Box::pin(apply_in(tx, event)).await,
+        Some((_, Some(_))) => Ok(Applied::Late),
+        Some(_) => Ok(Applied::UnknownInsurer),
+        None => {
+            sqlx::query(
+                "INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(event.event_id)
+            .bind(event.quote_id)
+            .bind(sqlx::types::Json(event))
+            .execute(&mut *tx)
+            .await?;
+            Ok(Applied::Early)
+        }
+    }
+}
+
+/// Whether the event's insurer is one of its quote's.
+async fn is_insurer_of(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM quote_insurers WHERE quote_id = $1 AND insurer = $2)")
+        .bind(event.quote_id)
+        .bind(&event.insurer)
+        .fetch_one(&mut *tx)
         .await
 }
 

@@ -44,3 +44,38 @@ async fn an_event_racing_its_quotes_arrival_is_applied_either_way() {
     assert_eq!(stranded, 0, "no event left waiting for a quote that exists");
     eprintln!("{early} of 200 events arrived before their quote");
 }
+
+/// Two deliveries of one event applied at the same moment (a rebalance hands a partition over
+/// mid-batch): one is stored, the other sees it — through the lock, not a snapshot.
+#[tokio::test]
+async fn one_event_applied_twice_at_once_is_stored_once() {
+    let (pool, _) = testkit::fresh_database("twice").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    for _ in 0..100 {
+        let quote = uuid::Uuid::new_v4();
+        let accepted = Accepted {
+            id: quote,
+            insurers: vec![
+                AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() },
+                AssignedInsurer { name: "vsk".into(), display_name: "ВСК".into() },
+            ],
+            deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+        };
+        store::create(&pool, &accepted, None, b"h", chrono::Duration::zero(), None).await.unwrap();
+        let event =
+            QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
+        let (p1, p2, e1, e2) = (pool.clone(), pool.clone(), event.clone(), event.clone());
+        let first = tokio::spawn(async move { store::apply(&p1, &e1).await });
+        let second = tokio::spawn(async move { store::apply(&p2, &e2).await });
+        let results = [first.await.unwrap().unwrap(), second.await.unwrap().unwrap()];
+        let stored = results.iter().filter(|r| matches!(r, Applied::Stored { .. })).count();
+        assert_eq!(stored, 1, "{results:?}");
+        assert!(results.iter().any(|r| matches!(r, Applied::Duplicate | Applied::Stale)), "{results:?}");
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM quote_events WHERE quote_id = $1")
+            .bind(quote)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(events, 1, "one status event, no completion (vsk is pending)");
+    }
+}
