@@ -153,7 +153,8 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
         return Ok(Applied::Stale);
     }
     let (status, offer, reason) = outcome_columns(&event.outcome);
-    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref());
+    // Serialised once: the stored event and the pushed one are the same text.
+    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref()).to_string();
     let name = event.outcome.event_type();
     let name = serde_json::to_value(name).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     // The insurer's new state, the event, the quote's next sequence number and the
@@ -165,7 +166,7 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
              UPDATE quote_insurers SET status = $3, version = $4, offer = $5, reason = $6, updated_at = now()
              WHERE quote_id = $1 AND insurer = $2 RETURNING 1
          ), event AS (
-             INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $7, $8, $9, $10) RETURNING 1
+             INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $7, $8, $9, $10::jsonb) RETURNING 1
          ), quote AS (
              UPDATE quotes SET next_seq = $7 + 1 WHERE id = $1 RETURNING 1
          )
@@ -184,7 +185,7 @@ async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<App
     .bind(&name)
     .bind(&data)
     .bind(CHANNEL)
-    .bind(push_payload(event.quote_id, next_seq, &name, &data.to_string()))
+    .bind(push_payload(event.quote_id, next_seq, &name, &data))
     .fetch_one(&mut *tx)
     .await?;
     let completed = pending == 0 && complete(tx, event.quote_id, next_seq + 1).await?;

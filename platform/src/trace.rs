@@ -42,10 +42,11 @@ impl TraceParent {
         }
     }
 
-    /// A trace whose id is `id` (say, a quote's UUID), for work that arrived without one: every step of
-    /// that work then shares one trace. `None` for 0, which is not a valid trace id.
-    pub fn with_trace_id(id: u128) -> Option<Self> {
-        (id != 0).then(|| TraceParent { trace_id: id, ..Self::root() })
+    /// The trace stored with some work, else — for work stored without one — a trace whose id is the
+    /// work's `id` (say, a quote's UUID), so that every step of that work shares one trace. An id of 0,
+    /// which is not a valid trace id, gets a new trace.
+    pub fn of_work(stored: Option<Self>, id: u128) -> Self {
+        stored.unwrap_or_else(|| if id == 0 { Self::root() } else { TraceParent { trace_id: id, ..Self::root() } })
     }
 
     /// The `traceparent` a callee gets: same trace, a new span id for this hop.
@@ -218,8 +219,9 @@ mod tests {
         assert_eq!(TraceParent::parse(&child.to_string()), Some(child));
         assert_ne!(TraceParent::root().trace_id(), root.trace_id());
         assert_eq!(TraceParent::from_header(Some("junk")).to_string().len(), 55, "junk starts a new trace");
-        let quote = TraceParent::with_trace_id(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736).unwrap();
-        assert_eq!(quote.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(TraceParent::with_trace_id(0), None);
+        let quote = TraceParent::of_work(None, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        assert_eq!(quote.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "untraced work is traced by its id");
+        assert_eq!(TraceParent::of_work(Some(root), 1), root, "a stored trace wins");
+        assert_ne!(TraceParent::of_work(None, 0).trace_id(), format!("{:032x}", 0), "0 is no trace id");
     }
 }

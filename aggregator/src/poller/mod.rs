@@ -163,12 +163,8 @@ pub async fn run_with_api(
                     due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
                     for task in claim.tasks {
                         // The quote's trace; an application stored without one is traced by its id.
-                        let incoming = task
-                            .traceparent
-                            .as_deref()
-                            .and_then(TraceParent::parse)
-                            .or_else(|| TraceParent::with_trace_id(task.application_id.as_u128()))
-                            .unwrap_or_else(TraceParent::root);
+                        let stored = task.traceparent.as_deref().and_then(TraceParent::parse);
+                        let incoming = TraceParent::of_work(stored, task.application_id.as_u128());
                         let span = info_span!(
                             "task", %insurer, task = %task.application_id, trace_id = %incoming.trace_id()
                         );

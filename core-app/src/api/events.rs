@@ -74,7 +74,7 @@ pub async fn stream(
     }
     // The stream belongs to the quote's trace, not to this request's (EventSource cannot send a
     // traceparent); a quote stored without one is traced by its id, as the pollers do.
-    let trace = trace.or_else(|| TraceParent::with_trace_id(id.as_u128())).unwrap_or_else(TraceParent::root);
+    let trace = TraceParent::of_work(trace, id.as_u128());
     let span = tracing::info_span!(parent: None, "stream", quote = %id, trace_id = %trace.trace_id(), after = last);
     platform::trace::span_in(&span, &trace);
     span.in_scope(|| tracing::info!("event stream opened"));
