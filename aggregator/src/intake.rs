@@ -106,8 +106,9 @@ enum Stored {
     NoInsurers,
 }
 
-/// Intake's write: application, tasks and the pollers' wake-up in one statement (so one
-/// transaction and one round trip), after the replay check and the registry read.
+/// Intake's write in one statement (one transaction, one round trip): read the live
+/// insurers, store the application and one task each, wake their pollers. Only a key seen
+/// before, or no insurer to take the work, costs a second statement.
 async fn store(
     pool: &PgPool,
     partner: &str,
@@ -116,55 +117,51 @@ async fn store(
     request: &serde_json::Value,
     trace: &TraceParent,
 ) -> sqlx::Result<Stored> {
-    if let Some(key) = key
-        && let Some(stored) = replay(pool, partner, key, hash).await?
-    {
-        return Ok(stored);
-    }
-    let insurers = registry::assignable(pool).await?;
-    // With every breaker open, each task would fail at once: refuse instead of accepting doomed work.
-    if insurers.iter().all(|i| i.breaker_state == "open") {
-        return Ok(Stored::NoInsurers);
-    }
-    let id = Uuid::new_v4();
-    // Postgres keeps microseconds; answer with the deadline as it will be replayed.
-    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
-    let deadline_of = |i: &ActiveInsurer| now + chrono::Duration::milliseconds(i64::from(i.quote_timeout_ms));
-    let deadline = insurers.iter().map(deadline_of).max().unwrap_or(now);
-    let (names, deadlines): (Vec<&str>, Vec<DateTime<Utc>>) =
-        insurers.iter().map(|i| (i.name.as_str(), deadline_of(i))).unzip();
-    // No tasks means the application was not inserted: its key was taken meanwhile.
-    let assigned: i64 = sqlx::query_scalar(
-        "WITH application AS (
+    // With every breaker open, each task would fail at once: `usable` is empty then, and the
+    // application is refused instead of accepting doomed work. Times are the database's.
+    let sql = format!(
+        "WITH live AS (
+             SELECT name, display_name, breaker_state,
+                    now() + quote_timeout_ms * interval '1 millisecond' AS deadline
+             FROM insurers WHERE {alive}
+         ), usable AS (
+             SELECT * FROM live WHERE EXISTS (SELECT 1 FROM live WHERE breaker_state <> 'open')
+         ), application AS (
              INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner, idempotency_key) DO NOTHING
-             RETURNING id
+             SELECT $1, $2, $3, $4, $5, max(deadline), $6 FROM usable HAVING count(*) > 0
+             ON CONFLICT (partner, idempotency_key) DO NOTHING
+             RETURNING id, deadline
          ), assigned AS (
              INSERT INTO tasks (application_id, insurer, deadline)
-             SELECT application.id, i.name, i.deadline
-             FROM application, unnest($8::text[], $9::timestamptz[]) AS i (name, deadline)
+             SELECT application.id, usable.name, usable.deadline FROM application, usable
              RETURNING insurer
+         ), notified AS (
+             SELECT count(pg_notify($7, insurer)) AS n FROM assigned
          )
-         SELECT count(pg_notify($10, insurer)) FROM assigned",
-    )
-    .bind(id)
-    .bind(partner)
-    .bind(key)
-    .bind(hash)
-    .bind(request)
-    .bind(deadline)
-    .bind(trace.to_string())
-    .bind(&names)
-    .bind(&deadlines)
-    .bind(registry::TASKS_CHANNEL)
-    .fetch_one(pool)
-    .await?;
-    if assigned == 0 {
-        // A concurrent request with the same key won the race; answer as it did.
-        return Ok(replay(pool, partner, key.unwrap_or_default(), hash).await?.unwrap_or(Stored::KeyReused));
-    }
-    let insurers =
-        insurers.into_iter().map(|i| AssignedInsurer { name: i.name, display_name: i.display_name }).collect();
+         SELECT usable.name, usable.display_name, application.deadline, notified.n
+         FROM application, usable, notified ORDER BY usable.name",
+        alive = *registry::ALIVE
+    );
+    let id = Uuid::new_v4();
+    let rows: Vec<(String, String, DateTime<Utc>, i64)> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(partner)
+        .bind(key)
+        .bind(hash)
+        .bind(request)
+        .bind(trace.to_string())
+        .bind(registry::TASKS_CHANNEL)
+        .fetch_all(pool)
+        .await?;
+    let Some(deadline) = rows.first().map(|row| row.2) else {
+        // Nothing stored: the key was taken (by this partner before, or by a concurrent
+        // request that won the race: answer as it did), or no insurer could take the work.
+        return Ok(match key {
+            Some(key) => replay(pool, partner, key, hash).await?.unwrap_or(Stored::NoInsurers),
+            None => Stored::NoInsurers,
+        });
+    };
+    let insurers = rows.into_iter().map(|(name, display_name, ..)| AssignedInsurer { name, display_name }).collect();
     Ok(Stored::Created(Accepted { id, insurers, deadline }))
 }
 

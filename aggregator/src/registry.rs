@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use sqlx::PgPool;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// How often a poller renews its heartbeat.
@@ -49,27 +50,20 @@ pub async fn heartbeat(
     Ok(())
 }
 
+/// The condition on `insurers` rows that can take work: not suspended, heard from within
+/// [`ALIVE_WITHIN`]. Intake writes it into its own statement.
+pub static ALIVE: LazyLock<String> = LazyLock::new(|| {
+    format!("NOT suspended AND heartbeat_at > now() - interval '{} milliseconds'", ALIVE_WITHIN.as_millis())
+});
+
 /// Insurers that can take work now, by name.
 pub async fn active<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
-    alive(db, true).await
-}
-
-/// [`active`] without `last_offer_at`, which intake does not need on every application.
-pub async fn assignable<'e>(db: impl sqlx::PgExecutor<'e>) -> sqlx::Result<Vec<ActiveInsurer>> {
-    alive(db, false).await
-}
-
-async fn alive<'e>(db: impl sqlx::PgExecutor<'e>, last_offer: bool) -> sqlx::Result<Vec<ActiveInsurer>> {
-    // CASE evaluates the subquery only when asked for.
-    sqlx::query_as(
+    let sql = format!(
         "SELECT name, display_name, breaker_state, quote_timeout_ms,
-                CASE WHEN $2 THEN (SELECT max(t.updated_at) FROM tasks t
-                                   WHERE t.insurer = insurers.name AND t.status = 'offer') END AS last_offer_at
-         FROM insurers
-         WHERE NOT suspended AND heartbeat_at > now() - make_interval(secs => $1) ORDER BY name",
-    )
-    .bind(ALIVE_WITHIN.as_secs_f64())
-    .bind(last_offer)
-    .fetch_all(db)
-    .await
+                (SELECT max(t.updated_at) FROM tasks t
+                 WHERE t.insurer = insurers.name AND t.status = 'offer') AS last_offer_at
+         FROM insurers WHERE {} ORDER BY name",
+        *ALIVE
+    );
+    sqlx::query_as(&sql).fetch_all(db).await
 }

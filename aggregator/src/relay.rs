@@ -110,14 +110,17 @@ async fn active(
         if published as i64 == BATCH {
             continue;
         }
+        if published == 0 {
+            // The lock lives as long as its connection; lose one and the other relay takes
+            // over. A round that deleted rows went through it; an empty one checks it.
+            sqlx::query("SELECT 1").execute(&mut lock).await?;
+        }
         tokio::select! {
             _ = &mut *shutdown => return Ok(()),
             // A failed receive (the listener reconnects on the next one) must not spin.
             notified = listener.recv() => if notified.is_err() { tokio::time::sleep(FALLBACK).await },
             _ = tokio::time::sleep(FALLBACK) => {}
         }
-        // The lock lives as long as its connection; lose one and the other relay takes over.
-        sqlx::query("SELECT 1").execute(&mut lock).await?;
     }
 }
 

@@ -664,6 +664,123 @@ async fn calls_for_one_task_are_at_least_a_second_apart() {
     h.stop().await;
 }
 
+// ------------------------------------------------------------------ (f) held tasks
+
+/// The `slow` insurer (offer 3 s after create) behind a recording client, polled every second
+/// (no backing off), with the given request timeout and lease.
+async fn start_slow(h: &mut Harness, request_timeout: Duration, lease: Duration) -> (Arc<Recording>, String) {
+    let mut manifest = h.manifest("alfa");
+    manifest.metadata.name = "slow".into();
+    manifest.spec.api.base_url = format!("{}/slow", h.base);
+    manifest.spec.polling.initial_delay = crds::Duration::millis(500);
+    manifest.spec.polling.max_interval = manifest.spec.polling.interval;
+    manifest.spec.timeouts.request = crds::Duration::millis(request_timeout.as_millis() as u64);
+    let api = Arc::new(Recording {
+        inner: clients::for_manifest(&manifest, &examples().join("secrets")).unwrap(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let mut settings = h.settings(manifest);
+    settings.lease = lease;
+    let me = settings.replica_id.clone();
+    h.start_with(settings, Some(api.clone())).await;
+    (api, me)
+}
+
+/// The task's row every 20 ms until it is no longer pending.
+async fn watch_until_finished(h: &Harness, id: Uuid, within: Duration) -> Vec<(Task, bool)> {
+    let until = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let task = h.task(id, "slow").await;
+        let leased: bool = sqlx::query_scalar("SELECT lease_until > now() FROM tasks WHERE application_id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap_or(false);
+        if task.status != "pending" {
+            seen.push((task, leased));
+            return seen;
+        }
+        assert!(Instant::now() < until, "still pending after {within:?}");
+        seen.push((task, leased));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_is_held_between_polls_and_written_only_with_news() {
+    let mut h = Harness::new().await;
+    let (api, me) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
+    let seen = watch_until_finished(&h, id, Duration::from_secs(10)).await;
+
+    let (last, _) = seen.last().unwrap();
+    assert_eq!((last.status.as_str(), last.lease_owner.as_deref()), ("offer", None));
+    let calls = api.calls.lock().unwrap().len();
+    assert!(calls >= 4, "create + 3 polls or more before the 3 s offer: {calls}");
+    assert_eq!(last.attempts as usize, calls, "the outcome counts every call");
+    // From the create on: held by this replica, the reference stored at once, and nothing
+    // else written until the outcome (attempts stay at the create's 1 through the polls).
+    let held: Vec<_> = seen.iter().filter(|(t, _)| t.status == "pending" && t.insurer_ref.is_some()).collect();
+    assert!(held.len() > 100, "watched {} times while it waited", held.len());
+    for (task, leased) in &held {
+        assert_eq!((task.lease_owner.as_deref(), *leased), (Some(me.as_str()), true), "{task:?}");
+        assert_eq!(task.attempts, 1, "no write for a poll that found nothing new: {task:?}");
+    }
+    assert_eq!(h.requests("slow", "POST /v1/calculate"), 1);
+    h.only_event(id, "slow").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_tasks_lease_is_renewed_before_it_runs_out() {
+    let mut h = Harness::new().await;
+    // A 3 s lease (twice the request timeout plus the margins) against a 3.5 s life: the
+    // lease must be renewed while the task waits, or the outcome would be lost with it.
+    let (api, me) = start_slow(&mut h, Duration::from_millis(500), Duration::from_secs(1)).await;
+    let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
+    let seen = watch_until_finished(&h, id, Duration::from_secs(10)).await;
+
+    for (task, leased) in seen.iter().filter(|(t, _)| t.status == "pending" && t.insurer_ref.is_some()) {
+        assert_eq!((task.lease_owner.as_deref(), *leased), (Some(me.as_str()), true), "{task:?}");
+    }
+    let renewals = seen.iter().filter_map(|(t, _)| (t.status == "pending").then_some(t.attempts)).max().unwrap();
+    assert!(renewals >= 2, "renewed with its progress while waiting: attempts {renewals}");
+    let (last, _) = seen.last().unwrap();
+    assert_eq!((last.status.as_str(), last.attempts as usize), ("offer", api.calls.lock().unwrap().len()));
+    assert_eq!(h.requests("slow", "POST /v1/calculate"), 1, "never taken over and created again");
+    h.only_event(id, "slow").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_gives_held_tasks_back_with_their_progress() {
+    let mut h = Harness::new().await;
+    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
+    eventually(Duration::from_secs(3), || async { (api.calls.lock().unwrap().len() == 2).then_some(()) })
+        .await
+        .expect("created and polled once");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let stopping = Instant::now();
+    let (stop, handle) = h.pollers.pop().unwrap();
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    assert!(stopping.elapsed() < Duration::from_millis(800), "no waiting out the hold: {:?}", stopping.elapsed());
+    let task = h.task(id, "slow").await;
+    assert_eq!((task.status.as_str(), task.lease_owner.as_deref()), ("pending", None), "given back");
+    assert_eq!((task.attempts, task.insurer_ref.is_some()), (2, true), "with both calls and the reference");
+
+    // Another replica picks it up where it stood: polls, no second create.
+    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    assert_eq!(h.finished(id, "slow", Duration::from_secs(8)).await.status, "offer");
+    assert_eq!(h.requests("slow", "POST /v1/calculate"), 1);
+    assert!(!api.calls.lock().unwrap().is_empty());
+    h.only_event(id, "slow").await;
+    h.stop().await;
+}
+
 // ------------------------------------------------------------------ shutdown
 
 #[tokio::test]

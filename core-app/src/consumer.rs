@@ -104,11 +104,12 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
     }
 }
 
-/// Applies one round of messages: concurrently across quotes (each transaction waits for
-/// its commit's fsync, so one at a time caps the consumer at one event per commit
-/// latency), strictly in order within a quote (the message key), as the log has them.
+/// Applies one round of messages in order within a quote (the message key), as the log has
+/// them. Several events share one transaction, so one commit: per event, the transaction's
+/// begin and commit would be half its round trips. Should that transaction fail, the round
+/// is applied again event by event (applying is idempotent), concurrently across quotes.
 async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
-    let mut quotes: Vec<Vec<(QuoteEvent, TraceParent)>> = Vec::new();
+    let mut quotes: Vec<Vec<Traced>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for message in batch {
         match message.payload().map(serde_json::from_slice::<QuoteEvent>) {
@@ -117,7 +118,10 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
                     quotes.push(Vec::new());
                     quotes.len() - 1
                 });
-                quotes[slot].push((event, trace_of(message)));
+                let trace = trace_of(message);
+                let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
+                platform::trace::span_in(&span, &trace);
+                quotes[slot].push(Traced { event, span });
             }
             // A message we cannot read will not become readable; skip it loudly.
             _ => {
@@ -130,20 +134,55 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
             }
         }
     }
-    join_all(quotes.into_iter().map(|events| async move {
-        for (event, trace) in events {
-            let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
-            platform::trace::span_in(&span, &trace);
-            let applied = apply_until_stored(pool, &event).instrument(span.clone()).await;
-            span.in_scope(|| {
-                tracing::info!(insurer = %event.insurer, version = event.version, result = applied.label(), "event applied")
-            });
-            metrics::counter!("quote_events_consumed_total", "result" => applied.label()).increment(1);
-            let lag = (chrono::Utc::now() - event.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            metrics::histogram!("quote_event_delivery_seconds").record(lag);
+    let events: Vec<&Traced> = quotes.iter().flatten().collect();
+    if events.len() > 1 {
+        match apply_together(pool, &events).await {
+            Ok(applied) => {
+                events.iter().zip(applied).for_each(|(traced, applied)| traced.done(applied));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "applying the round together failed; one by one")
+            }
+        }
+    }
+    join_all(quotes.iter().map(|events| async move {
+        for traced in events {
+            let applied = apply_until_stored(pool, &traced.event).instrument(traced.span.clone()).await;
+            traced.done(applied);
         }
     }))
     .await;
+}
+
+/// An event with the span it is applied in.
+struct Traced {
+    event: QuoteEvent,
+    span: tracing::Span,
+}
+
+impl Traced {
+    /// Logs and counts the event once it is committed.
+    fn done(&self, applied: Applied) {
+        let event = &self.event;
+        self.span.in_scope(|| {
+            tracing::info!(insurer = %event.insurer, version = event.version, result = applied.label(), "event applied")
+        });
+        metrics::counter!("quote_events_consumed_total", "result" => applied.label()).increment(1);
+        let lag = (chrono::Utc::now() - event.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        metrics::histogram!("quote_event_delivery_seconds").record(lag);
+    }
+}
+
+/// Applies `events` in one transaction, in the order given.
+async fn apply_together(pool: &PgPool, events: &[&Traced]) -> sqlx::Result<Vec<Applied>> {
+    let mut tx = pool.begin().await?;
+    let mut applied = Vec::with_capacity(events.len());
+    for traced in events {
+        applied.push(store::apply_in(&mut tx, &traced.event).instrument(traced.span.clone()).await?);
+    }
+    tx.commit().await?;
+    Ok(applied)
 }
 
 /// The message's `traceparent` header, or a new trace for a message sent without one.

@@ -70,11 +70,23 @@ pub async fn create(
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     // The quote's arrival lock (see `apply_in`) is taken before the row is written and held
-    // until commit, so an event of this quote either is in early_events by then or sees the quote.
-    let inserted = sqlx::query(
-        "INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
-         SELECT $1, $2, $3, $4, $5, $7 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
-         ON CONFLICT (id) DO NOTHING",
+    // until commit, so an event of this quote either is in early_events by then or sees the
+    // quote. Quote and insurers are one statement (each round trip costs a context switch on
+    // both sides); the early events need the next one, whose snapshot is taken under the lock.
+    let (names, display_names): (Vec<&str>, Vec<&str>) =
+        accepted.insurers.iter().map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH quote AS (
+             INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
+             SELECT $1, $2, $3, $4, $5, $7 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id
+         ), insurers AS (
+             INSERT INTO quote_insurers (quote_id, insurer, display_name)
+             SELECT quote.id, i.name, i.display_name
+             FROM quote, unnest($8::text[], $9::text[]) AS i (name, display_name)
+         )
+         SELECT count(*) FROM quote",
     )
     .bind(accepted.id)
     .bind(key)
@@ -83,23 +95,13 @@ pub async fn create(
     .bind(accepted.deadline + grace)
     .bind(arrival_lock(accepted.id))
     .bind(trace.map(TraceParent::to_string))
-    .execute(&mut *tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return tx.commit().await;
-    }
-    // One statement for all insurers: each round trip costs a context switch on both sides.
-    let (names, display_names): (Vec<&str>, Vec<&str>) =
-        accepted.insurers.iter().map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
-    sqlx::query(
-        "INSERT INTO quote_insurers (quote_id, insurer, display_name)
-         SELECT $1, name, display_name FROM unnest($2::text[], $3::text[]) AS i (name, display_name)",
-    )
-    .bind(accepted.id)
     .bind(&names)
     .bind(&display_names)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    if inserted == 0 {
+        return tx.commit().await;
+    }
     let early: Vec<sqlx::types::Json<QuoteEvent>> =
         sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload")
             .bind(accepted.id)
@@ -121,7 +123,8 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
     Ok(applied)
 }
 
-async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
+/// [`apply`] inside the caller's transaction (a consumer round applies all its events in one).
+pub async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
     // Four round trips (five when the quote completes): each one costs a wake-up of this
     // task and of the backend, which is most of the CPU an event costs. The first statement
     // locks the quote's row and the insurer's row; one that waited for a lock re-reads both

@@ -9,14 +9,18 @@
 //! protections (`clients::resilience`: retry, circuit breaker, rate limit, bulkhead) and
 //! must end by the step's deadline: the task's own deadline, or the lease's end, whichever
 //! comes first (a call still running at the task's deadline is cut off and the task
-//! expires). A step ends by writing the task back: progress and the next due time, or the
-//! final outcome together with its outbox event in one transaction (`store`). What a
-//! result means is decided by pure functions ([`transition`], [`schedule`]).
+//! expires). A final outcome is written together with its outbox event in one transaction
+//! (`store`). A short wait (at most half a lease) is held in memory: the replica keeps the
+//! task and its lease and calls again, writing only a new reference and the lease's renewal
+//! (with the progress); a longer wait writes the progress and the next due time and gives the
+//! task back. What a result means is decided by pure functions ([`transition`],
+//! [`schedule`]).
 //!
 //! The heartbeat carries the circuit breaker's state to the registry, and is sent at once
 //! when the state changes, not only every [`HEARTBEAT_EVERY`].
 //!
-//! Metrics: `insurer_tasks_in_flight{insurer}` (steps running) and
+//! Metrics: `insurer_tasks_in_flight{insurer}` (steps running), `insurer_tasks_held{insurer}`
+//! (tasks this replica holds, waiting included) and
 //! `insurer_time_to_offer_seconds{insurer}` (from the application's arrival to its offer
 //! being written); the calls' own metrics come from `clients::resilience`.
 //!
@@ -35,12 +39,13 @@ use domain::events::InsurerOutcome;
 use domain::request::QuoteRequest;
 use platform::trace::TraceParent;
 use schedule::Schedule;
+use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -120,13 +125,18 @@ pub async fn run_with_api(
     let spec = &manifest.spec;
     let lease = lease.max(spec.timeouts.request.get() * 2 + LEASE_MARGIN * 2);
     let max_in_flight = usize::try_from(spec.rate_limit.max_concurrent.max(1)).unwrap_or(usize::MAX);
+    let (stopping, stop) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     let ctx = Arc::new(Step {
         pool: pool.clone(),
         api,
         insurer: insurer.clone(),
         me: replica_id.clone(),
+        lease,
         budget: lease - LEASE_MARGIN,
         schedule: Schedule::from_spec(spec),
+        slots: slots.clone(),
+        stop,
     });
 
     let wake = Arc::new(Notify::new());
@@ -140,11 +150,16 @@ pub async fn run_with_api(
 
     let mut in_flight = JoinSet::new();
     let tasks_in_flight = metrics::gauge!("insurer_tasks_in_flight", "insurer" => insurer.clone());
+    let tasks_held = metrics::gauge!("insurer_tasks_held", "insurer" => insurer.clone());
+    let gauge = |held: usize| {
+        tasks_in_flight.set(max_in_flight.saturating_sub(slots.available_permits()) as f64);
+        tasks_held.set(held as f64);
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     // When some task may next be claimable, as far as this replica knows: the last look's
-    // answer, brought forward by its own steps' reschedules. A finished step only frees a
-    // slot; the loop looks again only when something is due, notified, or on the tick, so
-    // a step costs no statement of the loop's own.
+    // answer, brought forward by the tasks it gave back. A step ending only frees a slot; the
+    // loop looks again only when something is due, notified, or on the tick, so a step costs
+    // no statement of the loop's own.
     let mut look_now = true;
     let mut due_at: Option<Instant> = None;
     // The fallback look: at most `fallback_tick` after the last look, however busy the loop is.
@@ -153,8 +168,9 @@ pub async fn run_with_api(
         while let Some(done) = in_flight.try_join_next() {
             note_done(&insurer, done, &mut due_at);
         }
-        tasks_in_flight.set(in_flight.len() as f64);
-        let free = max_in_flight.saturating_sub(in_flight.len());
+        gauge(in_flight.len());
+        // Held tasks waiting for their next call take no slot; they queue for one with the new.
+        let free = slots.available_permits();
         if free > 0 && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
             look_now = false;
             tick = Instant::now() + fallback_tick;
@@ -171,7 +187,7 @@ pub async fn run_with_api(
                         let trace = platform::trace::span_in(&span, &incoming);
                         in_flight.spawn(ctx.clone().run(task, trace).instrument(span));
                     }
-                    tasks_in_flight.set(in_flight.len() as f64);
+                    gauge(in_flight.len());
                 }
                 Err(error) => {
                     warn!(%insurer, %error, "claiming tasks failed");
@@ -180,18 +196,22 @@ pub async fn run_with_api(
                 }
             }
         }
-        // With every slot busy, nothing is claimable: the loop waits for a step to end.
-        let full = in_flight.len() >= max_in_flight;
+        // With every slot busy, nothing is claimable: the loop waits for a slot to free up
+        // (the semaphore is fair: a permit taken here is handed on at once).
+        let full = slots.available_permits() == 0;
         let wake_at = due_at.map_or(tick, |due| due.min(tick));
         tokio::select! {
             () = &mut shutdown => break,
             () = wake.notified() => look_now = true,
             () = tokio::time::sleep_until(wake_at), if !full => look_now = wake_at >= tick,
+            _ = slots.acquire(), if full => {}
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => note_done(&insurer, done, &mut due_at),
         }
     }
 
     listening.abort();
+    // Held tasks give their tasks back instead of waiting for their next call.
+    stopping.send_replace(true);
     info!(%insurer, in_flight = in_flight.len(), "poller stopping: no more claims");
     let drain = async {
         while let Some(done) = in_flight.join_next().await {
@@ -208,7 +228,7 @@ pub async fn run_with_api(
         Err(error) => warn!(%insurer, %error, "releasing leases failed; they run out by themselves"),
     }
     beating.abort();
-    tasks_in_flight.set(0.0);
+    gauge(0);
     info!(%insurer, "poller stopped");
     Ok(())
 }
@@ -297,37 +317,86 @@ struct Step {
     api: Arc<dyn InsurerApi>,
     insurer: String,
     me: String,
+    /// The lease a claim or a renewal takes.
+    lease: Duration,
     /// A step's calls must end within this (the lease less a margin).
     budget: Duration,
     schedule: Schedule,
+    /// One permit per step calling the insurer (`rateLimit.maxConcurrent`).
+    slots: Arc<Semaphore>,
+    /// Turns true at shutdown.
+    stop: watch::Receiver<bool>,
 }
 
 impl Step {
-    /// One step of one claimed task: call the insurer, decide, write back. Returns when the
-    /// task is due again, if it was rescheduled.
-    async fn run(self: Arc<Self>, task: store::ClaimedTask, trace: TraceParent) -> Option<Instant> {
-        let started = Instant::now();
-        let attempts = u32::try_from(task.attempts).unwrap_or(0);
+    /// One claimed task, step after step while it stays here: take a slot, call the insurer,
+    /// decide; then write the outcome, or hold the task through a short wait, or give it back
+    /// with its progress. Returns when the task is due again, if it was given back.
+    async fn run(self: Arc<Self>, mut task: store::ClaimedTask, trace: TraceParent) -> Option<Instant> {
+        let claimed = Instant::now();
         let id = task.application_id;
-        let age = Duration::try_from_secs_f64(task.age).unwrap_or_default();
-        let deadline = started + Duration::try_from_secs_f64(task.deadline_in).unwrap_or_default();
-        let lease_end = started + self.budget;
-        let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
-        let transition = if task.expired {
-            transition::expired(attempts)
-        } else {
-            match tokio::time::timeout_at(ctx.until(), self.call(task, attempts, &ctx)).await {
-                Ok(transition) => transition,
-                // The quote's deadline came first: whatever the call would have said is too late.
-                Err(_) if deadline <= lease_end => transition::expired(attempts + ctx.calls()),
-                Err(_) => transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout),
+        let mut attempts = u32::try_from(task.attempts).unwrap_or(0);
+        let age_at_claim = Duration::try_from_secs_f64(task.age).unwrap_or_default();
+        let deadline = claimed + Duration::try_from_secs_f64(task.deadline_in).unwrap_or_default();
+        let mut lease_end = claimed + self.budget;
+        let mut stop = self.stop.clone();
+        loop {
+            // The semaphore is never closed.
+            let slot = self.slots.acquire().await.ok()?;
+            let started = Instant::now();
+            let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
+            let transition = if task.expired || deadline <= started {
+                transition::expired(attempts)
+            } else {
+                match tokio::time::timeout_at(ctx.until(), self.call(&task, attempts, &ctx)).await {
+                    Ok(transition) => transition,
+                    // The quote's deadline came first: whatever the call would have said is too late.
+                    Err(_) if deadline <= lease_end => transition::expired(attempts + ctx.calls()),
+                    Err(_) => {
+                        transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout)
+                    }
+                }
+            };
+            drop(slot);
+            let age = age_at_claim + claimed.elapsed();
+            let (insurer_ref, wait) = match &transition {
+                Transition::Reschedule { insurer_ref, attempts: now, wait, cause } => {
+                    log_wait(cause, insurer_ref.is_some(), *now, *wait);
+                    attempts = *now;
+                    (insurer_ref.clone(), *wait)
+                }
+                Transition::Finish { .. } => return self.write(id, transition, None, age, &trace).await,
+            };
+            let stopping = *stop.borrow();
+            if wait > self.budget / 2 || stopping {
+                // The store moves the next call no later than the deadline, so that it expires on time.
+                return self.write(id, transition, None, age, &trace).await.map(|due| due.min(deadline));
             }
-        };
-        // The store moves the next call no later than the deadline, so that it expires on time.
-        self.write(id, transition, age + started.elapsed(), &trace).await.map(|due| due.min(deadline))
+            // Held: written only when there is news to keep (a new reference) or the lease
+            // would not cover the next call.
+            let due = Instant::now() + wait;
+            if insurer_ref.is_some() || due + self.budget / 2 > lease_end {
+                let renewed_at = Instant::now();
+                self.write(id, transition, Some(self.lease), age, &trace).await?;
+                lease_end = renewed_at + self.budget;
+            }
+            if insurer_ref.is_some() {
+                task.insurer_ref = insurer_ref;
+                task.request = None;
+            }
+            let stopped = tokio::select! {
+                () = tokio::time::sleep_until(due) => false,
+                _ = stop.wait_for(|stopping| *stopping) => true,
+            };
+            if stopped {
+                let left = due.saturating_duration_since(Instant::now());
+                let back = Transition::Reschedule { insurer_ref: None, attempts, wait: left, cause: Cause::Pending };
+                return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
+            }
+        }
     }
 
-    async fn call(&self, task: store::ClaimedTask, attempts: u32, ctx: &CallContext) -> Transition {
+    async fn call(&self, task: &store::ClaimedTask, attempts: u32, ctx: &CallContext) -> Transition {
         // Every call made counts; a result without any (a test double) counts as one.
         let counted =
             |result_is_rejection: bool| attempts + if result_is_rejection { ctx.calls() } else { ctx.calls().max(1) };
@@ -335,7 +404,7 @@ impl Step {
             let result = self.api.poll(reference, ctx).await;
             return transition::after_poll(&self.schedule, counted(is_rejection(&result)), result);
         }
-        let request = task.request.and_then(|json| serde_json::from_value::<QuoteRequest>(json.0).ok());
+        let request = task.request.as_ref().and_then(|json| QuoteRequest::deserialize(&json.0).ok());
         let Some(request) = request else {
             return transition::unreadable_request(attempts);
         };
@@ -344,12 +413,22 @@ impl Step {
         transition::after_create(&self.schedule, counted(is_rejection(&result)), result)
     }
 
-    /// Writes the step's result; `age` is how long ago the application arrived. Returns when
-    /// the task is due again, if it was rescheduled.
-    async fn write(&self, id: Uuid, transition: Transition, age: Duration, trace: &TraceParent) -> Option<Instant> {
+    /// Writes the step's result — with `keep`, renewing the lease for that long instead of
+    /// giving the task back; `age` is how long ago the application arrived. Returns when the
+    /// task is due again, if it was rescheduled; `None` also when the lease was lost or the
+    /// write failed (the lease then runs out and another step repeats this one).
+    async fn write(
+        &self,
+        id: Uuid,
+        transition: Transition,
+        keep: Option<Duration>,
+        age: Duration,
+        trace: &TraceParent,
+    ) -> Option<Instant> {
         for tries in 1..=WRITE_TRIES {
-            match self.write_once(id, &transition, age, trace).await {
-                Ok(()) => {
+            match self.write_once(id, &transition, keep, age, trace).await {
+                Ok(false) => return None,
+                Ok(true) => {
                     return match &transition {
                         Transition::Reschedule { wait, .. } => Some(Instant::now() + *wait),
                         Transition::Finish { .. } => None,
@@ -367,27 +446,24 @@ impl Step {
         None
     }
 
+    /// One try of [`Step::write`]; false when the lease was lost (nothing is written then).
     async fn write_once(
         &self,
         id: Uuid,
         transition: &Transition,
+        keep: Option<Duration>,
         age: Duration,
         trace: &TraceParent,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<bool> {
         let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
         match transition {
-            Transition::Reschedule { insurer_ref, attempts, wait, cause } => {
-                if !store::reschedule(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, *wait).await? {
+            Transition::Reschedule { insurer_ref, attempts, wait, .. } => {
+                let written =
+                    store::reschedule(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, *wait, keep).await?;
+                if !written {
                     warn!("lease lost to another replica; progress dropped");
-                    return Ok(());
                 }
-                let wait_ms = wait.as_millis() as u64;
-                match cause {
-                    Cause::Pending if insurer_ref.is_some() => debug!(wait_ms, "created; calculating"),
-                    Cause::Pending => debug!(attempts, wait_ms, "still calculating"),
-                    Cause::Failure(error) => warn!(%error, attempts, wait_ms, "call failed; retrying"),
-                    Cause::BreakerOpen => debug!(attempts, wait_ms, "circuit breaker open; waiting"),
-                }
+                Ok(written)
             }
             Transition::Finish { insurer_ref, attempts, outcome } => {
                 let finished =
@@ -395,7 +471,7 @@ impl Step {
                         .await?;
                 let Some(event) = finished else {
                     warn!("lease lost to another replica; outcome dropped");
-                    return Ok(());
+                    return Ok(false);
                 };
                 if matches!(event.outcome, InsurerOutcome::Offer { .. }) {
                     metrics::histogram!("insurer_time_to_offer_seconds", "insurer" => insurer.to_string())
@@ -403,9 +479,20 @@ impl Step {
                 }
                 let (status, detail) = describe(&event.outcome);
                 info!(status, detail, version = event.version, attempts, "task finished");
+                Ok(true)
             }
         }
-        Ok(())
+    }
+}
+
+/// Logs why a task waits before its next call.
+fn log_wait(cause: &Cause, created: bool, attempts: u32, wait: Duration) {
+    let wait_ms = wait.as_millis() as u64;
+    match cause {
+        Cause::Pending if created => debug!(wait_ms, "created; calculating"),
+        Cause::Pending => debug!(attempts, wait_ms, "still calculating"),
+        Cause::Failure(error) => warn!(%error, attempts, wait_ms, "call failed; retrying"),
+        Cause::BreakerOpen => debug!(attempts, wait_ms, "circuit breaker open; waiting"),
     }
 }
 

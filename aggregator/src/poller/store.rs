@@ -112,8 +112,12 @@ pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limi
     Ok(Claim { tasks, next_due })
 }
 
-/// Stores progress and releases the lease; the next call is due after `wait`, but never
-/// after the deadline (so an unanswered task expires on time). False when the lease was lost.
+/// Stores progress and the next due time, never after the deadline (so an unanswered task
+/// expires on time), and releases the lease — or, with `keep`, renews it for that long and
+/// keeps it (the step holds the task in memory until its next call). False when the lease
+/// was lost.
+// The row's key (insurer, me, id), its progress (reference, attempts, wait) and the lease.
+#[allow(clippy::too_many_arguments)]
 pub async fn reschedule(
     pool: &PgPool,
     insurer: &str,
@@ -122,11 +126,14 @@ pub async fn reschedule(
     insurer_ref: Option<&str>,
     attempts: u32,
     wait: Duration,
+    keep: Option<Duration>,
 ) -> sqlx::Result<bool> {
+    // A NULL lease length makes both lease columns NULL: released.
     let done = sqlx::query(
         "UPDATE tasks SET insurer_ref = COALESCE($4, insurer_ref), attempts = $5,
              next_poll_at = LEAST(now() + make_interval(secs => $6), deadline),
-             lease_owner = NULL, lease_until = NULL, updated_at = now()
+             lease_owner = CASE WHEN $7::float8 IS NULL THEN NULL ELSE lease_owner END,
+             lease_until = now() + make_interval(secs => $7::float8), updated_at = now()
          WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'",
     )
     .bind(application_id)
@@ -135,6 +142,7 @@ pub async fn reschedule(
     .bind(insurer_ref)
     .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
     .bind(wait.as_secs_f64())
+    .bind(keep.map(|lease| lease.as_secs_f64()))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
