@@ -686,17 +686,24 @@ async fn start_slow(h: &mut Harness, request_timeout: Duration, lease: Duration)
     (api, me)
 }
 
-/// The task's row every 20 ms until it is no longer pending.
+/// The task's row, and whether its lease runs yet, every 20 ms until it is no longer pending.
 async fn watch_until_finished(h: &Harness, id: Uuid, within: Duration) -> Vec<(Task, bool)> {
     let until = Instant::now() + within;
     let mut seen = Vec::new();
     loop {
-        let task = h.task(id, "slow").await;
-        let leased: bool = sqlx::query_scalar("SELECT lease_until > now() FROM tasks WHERE application_id = $1")
-            .bind(id)
-            .fetch_one(&h.pool)
-            .await
-            .unwrap_or(false);
+        // One statement, so that both halves describe the same version of the row.
+        let (task, leased) = sqlx::query_as::<_, (String, i32, Option<String>, i32, Option<String>, bool, bool)>(
+            "SELECT status::text, version, insurer_ref, attempts, lease_owner, next_poll_at <= deadline,
+                    COALESCE(lease_until > now(), false)
+             FROM tasks WHERE application_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&h.pool)
+        .await
+        .map(|(status, version, insurer_ref, attempts, lease_owner, on_time, leased)| {
+            (Task { status, version, insurer_ref, attempts, lease_owner, on_time }, leased)
+        })
+        .unwrap();
         if task.status != "pending" {
             seen.push((task, leased));
             return seen;

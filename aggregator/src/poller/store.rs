@@ -58,10 +58,17 @@ struct ClaimRow {
 /// Claims up to `limit` due tasks of `insurer` whose lease is free or has run out, and reads
 /// when the next of the others may become claimable — one statement, since the claim loop
 /// needs both after every look.
+///
+/// A leased task's `next_poll_at` is its lease's end (or its deadline, if sooner): the time
+/// another replica may take it over. So the due tasks are the first entries of the
+/// `tasks_due` index, and the next due time is the entry after the claimed ones — neither
+/// part reads the tasks held, however many there are.
 pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limit: usize) -> sqlx::Result<Claim> {
     // The UPDATE's effects are invisible to the statement's other parts, so the next due
     // time leaves out the rows just claimed by id. One row comes back even when nothing was
-    // claimed (the LEFT JOIN), carrying the next due time.
+    // claimed (the LEFT JOIN), carrying the next due time. A row leased without moving its
+    // `next_poll_at` (never written so by this code) only makes the answer late, and the
+    // fallback tick bounds that.
     let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH due AS (
              SELECT application_id FROM tasks
@@ -71,7 +78,8 @@ pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limi
              LIMIT $4
              FOR UPDATE SKIP LOCKED
          ), claimed AS (
-             UPDATE tasks t SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+             UPDATE tasks t SET lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                 next_poll_at = LEAST(now() + make_interval(secs => $3), t.deadline)
              FROM due, applications a
              WHERE t.insurer = $1 AND t.application_id = due.application_id AND a.id = t.application_id
              RETURNING t.application_id, t.insurer_ref, t.attempts, t.deadline <= now() AS expired,
@@ -79,12 +87,14 @@ pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limi
                        EXTRACT(EPOCH FROM now() - a.created_at)::float8 AS age,
                        CASE WHEN t.insurer_ref IS NULL THEN a.request END AS request, a.traceparent
          ), rest AS (
-             SELECT EXTRACT(EPOCH FROM min(GREATEST(next_poll_at, COALESCE(lease_until, next_poll_at))) - now())::float8
+             SELECT EXTRACT(EPOCH FROM GREATEST(next_poll_at, COALESCE(lease_until, next_poll_at)) - now())::float8
                     AS next_due
              FROM tasks WHERE insurer = $1 AND status = 'pending'
                AND application_id NOT IN (SELECT application_id FROM due)
+             ORDER BY next_poll_at
+             LIMIT 1
          )
-         SELECT c.*, rest.next_due FROM rest LEFT JOIN claimed c ON true",
+         SELECT c.*, rest.next_due FROM (SELECT 1) AS one LEFT JOIN rest ON true LEFT JOIN claimed c ON true",
     )
     .bind(insurer)
     .bind(me)
@@ -128,10 +138,11 @@ pub async fn reschedule(
     wait: Duration,
     keep: Option<Duration>,
 ) -> sqlx::Result<bool> {
-    // A NULL lease length makes both lease columns NULL: released.
+    // A NULL lease length makes both lease columns NULL: released. A kept task is due for
+    // others when its lease ends (see `claim`); the holder knows its own next call.
     let done = sqlx::query(
         "UPDATE tasks SET insurer_ref = COALESCE($4, insurer_ref), attempts = $5,
-             next_poll_at = LEAST(now() + make_interval(secs => $6), deadline),
+             next_poll_at = LEAST(now() + make_interval(secs => COALESCE($7::float8, $6)), deadline),
              lease_owner = CASE WHEN $7::float8 IS NULL THEN NULL ELSE lease_owner END,
              lease_until = now() + make_interval(secs => $7::float8), updated_at = now()
          WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'",
@@ -199,11 +210,11 @@ pub async fn finish(
 }
 
 /// Releases every lease this replica holds on `insurer`'s pending tasks (shutdown). A
-/// released task waits at least a second, in case a call was cut off mid-flight.
+/// released task waits a second, in case a call was cut off mid-flight.
 pub async fn release_all(pool: &PgPool, insurer: &str, me: &str) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE tasks SET lease_owner = NULL, lease_until = NULL,
-             next_poll_at = LEAST(GREATEST(next_poll_at, now() + interval '1 second'), deadline)
+             next_poll_at = LEAST(now() + interval '1 second', deadline)
          WHERE insurer = $1 AND lease_owner = $2 AND status = 'pending'",
     )
     .bind(insurer)
