@@ -4,7 +4,7 @@ use aggregator::app::{self, ServeSettings};
 use aggregator::partners::Partners;
 use aggregator::poller::{self, PollerSettings};
 use clap::{Parser, Subcommand};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 
 /// OSAGO aggregator: partner intake, outbox relay, insurer pollers.
@@ -78,11 +78,8 @@ async fn main() -> anyhow::Result<()> {
         // `finish`, whose event leaves for Kafka at once, asks for a synchronous commit itself.
         options = options.options([("synchronous_commit", "off")]);
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect_with(options)
-        .await?;
+    let pool =
+        platform::db::pool_options(16).acquire_timeout(std::time::Duration::from_secs(3)).connect_with(options).await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {
         Command::Serve { listen, kafka_brokers, topic, partner_tokens, partner_rps, partner_burst } => {

@@ -4,7 +4,6 @@ use clap::Parser;
 use core_app::aggregator_client::AggregatorClient;
 use core_app::api::ApiSettings;
 use core_app::{MIGRATOR, Settings};
-use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -57,11 +56,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init("core-app");
     let args = Args::parse();
-    let pool = PgPoolOptions::new()
-        .max_connections(32)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&args.database_url)
-        .await?;
+    let pool =
+        platform::db::pool_options(32).acquire_timeout(Duration::from_secs(3)).connect(&args.database_url).await?;
     MIGRATOR.run(&pool).await?;
     let aggregator = AggregatorClient::new(&args.aggregator_url, &args.aggregator_token, args.aggregator_timeout)?;
     let hourly = Duration::from_secs(3600);

@@ -1,6 +1,8 @@
 //! Service plumbing shared by core-app and the aggregator, so each idea has one place:
-//! RFC 7807 problem responses, Prometheus metrics, health endpoints, logging, shutdown.
+//! RFC 7807 problem responses, Prometheus metrics, health endpoints, logging, shutdown,
+//! database pools.
 
+pub mod db;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;

@@ -8,7 +8,7 @@ pub mod sse;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
@@ -41,8 +41,7 @@ pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
     let options = PgConnectOptions::from_str(&url).expect("OSAGO_PG_URL").database(&name);
     let db_url = options.to_url_lossy().to_string();
-    let pool =
-        PgPoolOptions::new().max_connections(8).connect_with(options).await.expect("connect to the new database");
+    let pool = platform::db::pool_options(8).connect_with(options).await.expect("connect to the new database");
     (pool, db_url)
 }
 

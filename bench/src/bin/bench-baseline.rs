@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Parser;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use std::net::SocketAddr;
 
 #[derive(Parser)]
@@ -24,7 +23,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pool = PgPoolOptions::new().max_connections(32).connect(&args.database_url).await?;
+    let pool = platform::db::pool_options(32).connect(&args.database_url).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS baseline_quotes (id uuid PRIMARY KEY, request jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
         .execute(&pool)
         .await?;
