@@ -253,9 +253,11 @@ pub struct Capacity {
     pub created: Vec<Uuid>,
 }
 
+/// `bearer`, when given, authenticates each request (the aggregator's partner intake).
 pub async fn closed_loop(
     client: &reqwest::Client,
     url: &str,
+    bearer: Option<&str>,
     concurrency: usize,
     duration: Duration,
     vins: &AtomicU64,
@@ -264,7 +266,7 @@ pub async fn closed_loop(
     let until = started + duration;
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
+            let (client, url, bearer) = (client.clone(), url.to_string(), bearer.map(str::to_string));
             let bodies: Vec<String> =
                 (0..64).map(|_| request_body(&vin(vins.fetch_add(1, Ordering::Relaxed))).to_string()).collect();
             tokio::spawn(async move {
@@ -274,13 +276,11 @@ pub async fn closed_loop(
                     let t0 = std::time::Instant::now();
                     let body = bodies[k % bodies.len()].clone();
                     k += 1;
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .timeout(Duration::from_secs(10))
-                        .send()
-                        .await;
+                    let mut post = client.post(&url).header("content-type", "application/json");
+                    if let Some(token) = &bearer {
+                        post = post.bearer_auth(token);
+                    }
+                    let r = post.body(body).timeout(Duration::from_secs(10)).send().await;
                     match r {
                         Ok(r) if r.status().as_u16() == 201 => {
                             let v: Value = r.json().await.unwrap_or_default();

@@ -388,19 +388,25 @@ fn write_traces(path: &std::path::Path, traces: &[pipeline::Trace]) -> anyhow::R
 }
 
 /// Intake against the baseline, alternating, with the pollers stopped (they would compete
-/// for the CPU with work the intake figure is not about).
+/// for the CPU with work the intake figure is not about). Each round also measures the
+/// aggregator's half alone (`POST /internal/v1/applications` as core-app sends it): what
+/// intake could reach if core-app cost nothing.
 async fn intake(stack: &Stack, plan: &Plan, vins: &AtomicU64) -> anyhow::Result<Intake> {
     stack.signal_pollers("STOP");
+    let heartbeats = stack.keep_heartbeats().await?;
     let client = load::client();
     let mut result = Intake { concurrency: plan.intake_concurrency, ..Intake::default() };
-    // Warm both.
-    let _ =
-        load::closed_loop(&client, &format!("{}/api/v1/quotes", stack.baseline_url), 4, Duration::from_secs(1), vins)
-            .await;
-    let _ =
-        load::closed_loop(&client, &format!("{}/api/v1/quotes", stack.core_url), 4, Duration::from_secs(1), vins).await;
+    let targets = [
+        ("baseline", format!("{}/api/v1/quotes", stack.baseline_url), None),
+        ("intake", format!("{}/api/v1/quotes", stack.core_url), None),
+        ("aggregator", format!("{}/internal/v1/applications", stack.agg_url), Some(bench::stack::TOKEN)),
+    ];
+    // Warm each.
+    for (_, url, bearer) in &targets {
+        let _ = load::closed_loop(&client, url, *bearer, 4, Duration::from_secs(1), vins).await;
+    }
     for rep in 0..plan.intake_reps {
-        for (which, url) in [("baseline", &stack.baseline_url), ("intake", &stack.core_url)] {
+        for (which, url, bearer) in &targets {
             let spinner = ProgressBar::new_spinner().with_message(format!(
                 "{which} #{}: {} workers back to back",
                 rep + 1,
@@ -408,35 +414,29 @@ async fn intake(stack: &Stack, plan: &Plan, vins: &AtomicU64) -> anyhow::Result<
             ));
             spinner.enable_steady_tick(Duration::from_millis(120));
             let before = stack.snapshot();
-            let cap: Capacity = load::closed_loop(
-                &client,
-                &format!("{url}/api/v1/quotes"),
-                plan.intake_concurrency,
-                plan.intake_window,
-                vins,
-            )
-            .await;
+            let cap: Capacity =
+                load::closed_loop(&client, url, *bearer, plan.intake_concurrency, plan.intake_window, vins).await;
             let after = stack.snapshot();
             spinner.finish_and_clear();
             println!(
-                "    {which:>8} #{}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, errors {}",
+                "    {which:>10} #{}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, errors {}",
                 rep + 1,
                 cap.throughput,
                 cap.latency_ms.p50,
                 cap.latency_ms.p99,
                 cap.errors
             );
-            let cpu = procstat::delta(&before, &after);
-            if which == "baseline" {
-                result.baseline.push(cap);
-                result.baseline_cpu.push(cpu.0);
-            } else {
-                result.intake.push(cap);
-                result.intake_cpu.push(cpu.0);
-            }
+            let cpu = procstat::delta(&before, &after).0;
+            let (caps, cpus) = match *which {
+                "baseline" => (&mut result.baseline, &mut result.baseline_cpu),
+                "intake" => (&mut result.intake, &mut result.intake_cpu),
+                _ => (&mut result.aggregator, &mut result.aggregator_cpu),
+            };
+            caps.push(cap);
+            cpus.push(cpu);
         }
     }
-    // Open-loop latency at a fixed rate below both capacities.
+    heartbeats.abort();
     Ok(result)
 }
 

@@ -253,8 +253,11 @@ pub struct Intake {
     pub concurrency: usize,
     pub baseline: Vec<Capacity>,
     pub intake: Vec<Capacity>,
+    /// The aggregator's half alone: `POST /internal/v1/applications` straight from the bench.
+    pub aggregator: Vec<Capacity>,
     pub baseline_cpu: Vec<BTreeMap<String, f64>>,
     pub intake_cpu: Vec<BTreeMap<String, f64>>,
+    pub aggregator_cpu: Vec<BTreeMap<String, f64>>,
 }
 
 /// SSE fan-out on one core-app.
@@ -724,7 +727,10 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 "Closed loop, {} workers sending back to back for {:.0} s, alternating baseline and intake, {} times; pollers paused \
             (SIGSTOP) so that only the intake path runs. The baseline (`bench-baseline`) is an axum handler that parses the same JSON \
             and does one `INSERT` into its own database on the same Postgres, pool of 32 like core-app. Intake is core-app validating, \
-            calling the aggregator (which stores the application and 6 tasks in one transaction), and storing the quote.",
+            calling the aggregator (which stores the application and 6 tasks in one transaction), and storing the quote. \
+            *Aggregator alone* is the aggregator's half of it, `POST /internal/v1/applications` sent straight from the bench \
+            with core-app's partner token: the most intake could reach with the synchronous hop of the design (DESIGN §3) \
+            if core-app cost nothing.",
                 i.concurrency,
                 results.plan.intake_window.as_secs_f64(),
                 i.baseline.len()
@@ -733,7 +739,14 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         w(&mut md, String::new());
         w(&mut md, "| | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) | errors |".into());
         w(&mut md, "|---|---|---|---|---|---|".into());
-        for (name, caps) in [("baseline: 1 insert", &i.baseline), ("intake: POST /api/v1/quotes", &i.intake)] {
+        for (name, caps) in [
+            ("baseline: 1 insert", &i.baseline),
+            ("intake: POST /api/v1/quotes", &i.intake),
+            ("aggregator alone: POST /internal/v1/applications", &i.aggregator),
+        ] {
+            if caps.is_empty() {
+                continue;
+            }
             let c: Vec<&Capacity> = caps.iter().collect();
             let sp = |f: &dyn Fn(&Capacity) -> f64| Spread::of(&c.iter().map(|x| f(x)).collect::<Vec<_>>());
             w(
@@ -758,6 +771,17 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 int.median / base.median.max(1e-9) * 100.0
             ),
         );
+        if !i.aggregator.is_empty() {
+            let alone = Spread::of(&i.aggregator.iter().map(|c| c.throughput).collect::<Vec<_>>());
+            w(&mut md, String::new());
+            w(
+                &mut md,
+                format!(
+                    "The aggregator's half alone: {:.0} % of the baseline — the ceiling of intake in this design.",
+                    alone.median / base.median.max(1e-9) * 100.0
+                ),
+            );
+        }
         if let (Some(b), Some(ic)) = (i.baseline_cpu.first(), i.intake_cpu.first()) {
             let per = |cpu: &BTreeMap<String, f64>, n: usize| -> String {
                 cpu.iter()
@@ -770,15 +794,20 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             w(
                 &mut md,
                 format!(
-                    "CPU-ms per request (first run): baseline — {}; intake — {}.",
+                    "CPU-ms per request (first run): baseline — {}; intake — {}{}.",
                     per(b, i.baseline[0].ok),
-                    per(ic, i.intake[0].ok)
+                    per(ic, i.intake[0].ok),
+                    match (i.aggregator_cpu.first(), i.aggregator.first()) {
+                        (Some(a), Some(c)) => format!("; aggregator alone — {}", per(a, c.ok)),
+                        _ => String::new(),
+                    }
                 ),
             );
         }
         let series = vec![
             ("baseline".to_string(), i.baseline.iter().flat_map(|c| c.latencies.clone()).collect()),
             ("intake".to_string(), i.intake.iter().flat_map(|c| c.latencies.clone()).collect()),
+            ("aggregator alone".to_string(), i.aggregator.iter().flat_map(|c| c.latencies.clone()).collect()),
         ];
         std::fs::write(plots.join("intake.svg"), svg::cdf("POST /api/v1/quotes vs baseline, closed loop", &series))?;
         w(&mut md, String::new());

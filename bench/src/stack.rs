@@ -240,6 +240,18 @@ impl Stack {
         }
     }
 
+    /// Keeps the registry's heartbeats fresh while the pollers are stopped (intake takes only
+    /// insurers heard from within 30 s), until the returned task is aborted.
+    pub async fn keep_heartbeats(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&self.env.pg(&self.agg_db)).await?;
+        Ok(tokio::spawn(async move {
+            loop {
+                let _ = sqlx::query("UPDATE insurers SET heartbeat_at = now()").execute(&pool).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }))
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL), drops the databases and the topic.
     pub async fn stop(mut self) {
         self.signal_pollers("CONT");

@@ -59,10 +59,11 @@ struct ClaimRow {
 /// when the next of the others may become claimable — one statement, since the claim loop
 /// needs both after every look.
 ///
-/// A leased task's `next_poll_at` is its lease's end (or its deadline, if sooner): the time
-/// another replica may take it over. So the due tasks are the first entries of the
-/// `tasks_due` index, and the next due time is the entry after the claimed ones — neither
-/// part reads the tasks held, however many there are.
+/// A claimed task's `next_poll_at` is its lease's end (or its deadline, if sooner): the
+/// earliest time another replica may take it over (a renewal moves only the lease). So the
+/// due tasks are the first entries of the `tasks_due` index, and the next due time is the
+/// entry after the claimed ones — neither part reads the tasks held (but those held past
+/// their first lease, which the lease check skips).
 pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limit: usize) -> sqlx::Result<Claim> {
     // The UPDATE's effects are invisible to the statement's other parts, so the next due
     // time leaves out the rows just claimed by id. One row comes back even when nothing was
@@ -138,13 +139,17 @@ pub async fn reschedule(
     wait: Duration,
     keep: Option<Duration>,
 ) -> sqlx::Result<bool> {
-    // A NULL lease length makes both lease columns NULL: released. A kept task is due for
-    // others when its lease ends (see `claim`); the holder knows its own next call.
+    // A NULL lease length makes both lease columns NULL: released. A kept task keeps its
+    // `next_poll_at` (its first lease's end; `claim` reads the lease too, so no one takes it
+    // before the renewed lease ends) and `updated_at`: with no indexed column changed, the
+    // renewal is a HOT update (the table leaves room for it), which writes no index entry.
     let done = sqlx::query(
         "UPDATE tasks SET insurer_ref = COALESCE($4, insurer_ref), attempts = $5,
-             next_poll_at = LEAST(now() + make_interval(secs => COALESCE($7::float8, $6)), deadline),
+             next_poll_at = CASE WHEN $7::float8 IS NULL
+                                 THEN LEAST(now() + make_interval(secs => $6), deadline) ELSE next_poll_at END,
              lease_owner = CASE WHEN $7::float8 IS NULL THEN NULL ELSE lease_owner END,
-             lease_until = now() + make_interval(secs => $7::float8), updated_at = now()
+             lease_until = now() + make_interval(secs => $7::float8),
+             updated_at = CASE WHEN $7::float8 IS NULL THEN now() ELSE updated_at END
          WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'",
     )
     .bind(application_id)
