@@ -35,7 +35,11 @@ if [[ -n "${BENCH_REF:-}" ]]; then
   src="$HOME/.cache/osago/bench-src/$sha"
   echo "==> building the services at $BENCH_REF ($sha) in $src"
   rm -rf "$src" && mkdir -p "$src" && git archive "$BENCH_REF" | tar -x -C "$src"
-  (cd "$src" && cargo build --release --locked -q -p aggregator -p core-app)
+  # A target dir of their own: in the shared one, a later build of the working tree whose
+  # units are still fresh would not copy its binaries back over these.
+  ref_target="$HOME/.cache/osago/target-ref"
+  (cd "$src" && CARGO_TARGET_DIR="$ref_target" cargo build --release --locked -q -p aggregator -p core-app)
+  export BENCH_SERVICES_BIN="$ref_target/release"
   export BENCH_SOURCE="services built from $BENCH_REF ($sha)"
 else
   echo "==> building the services from the working tree"
