@@ -90,19 +90,25 @@ impl Problem {
     /// overloaded (the caller may retry), 500 otherwise; the cause is logged, not shown.
     pub fn database(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        match e {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) | E::WorkerCrashed => {
-                tracing::warn!(error = %e, "database unavailable");
-                Self::unavailable(
-                    "the service cannot reach its database right now; please retry",
-                    Duration::from_secs(2),
-                )
+        let unreachable = match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) | E::WorkerCrashed => true,
+            // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and 57P
+            // (the server shutting down or restarting, e.g. a pooled connection's backend
+            // terminated meanwhile) say "not now", not "wrong".
+            E::Database(d) => {
+                d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"))
             }
-            e => {
-                tracing::error!(error = %e, "database error");
-                Self::internal()
-            }
+            _ => false,
+        };
+        if unreachable {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::unavailable(
+                "the service cannot reach its database right now; please retry",
+                Duration::from_secs(2),
+            );
         }
+        tracing::error!(error = %e, "database error");
+        Self::internal()
     }
 
     /// Adds a `Retry-After` header (whole seconds, at least one).

@@ -44,7 +44,10 @@ async fn a_connection_used_just_now_is_handed_out_without_a_ping() {
         }
         // Within the window the dead connection is trusted: its statement fails (and the
         // connection is dropped), which is what saves the round trip on every other acquire.
-        assert!(first.is_err(), "handed out unchecked: {first:?}");
+        let Err(error) = first else { panic!("handed out unchecked: {first:?}") };
+        // The statement failed because the server ended the connection: "retry", not "broken".
+        let problem = platform::Problem::database(error);
+        assert_eq!((problem.status, problem.retry_after.is_some()), (503, true), "{problem:?}");
         let next: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("reconnected");
         assert_ne!(next, pid);
         return;

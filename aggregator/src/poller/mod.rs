@@ -343,6 +343,14 @@ impl Step {
         loop {
             // The semaphore is never closed.
             let slot = self.slots.acquire().await.ok()?;
+            if Instant::now() + self.budget / 2 > lease_end {
+                // A held task waited long for a slot: the lease must cover the call first.
+                let renewed_at = Instant::now();
+                let renewal =
+                    Transition::Reschedule { insurer_ref: None, attempts, wait: Duration::ZERO, cause: Cause::Pending };
+                self.write(id, renewal, Some(self.lease), age_at_claim + claimed.elapsed(), &trace).await?;
+                lease_end = renewed_at + self.budget;
+            }
             let started = Instant::now();
             let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
             let transition = if task.expired || deadline <= started {
