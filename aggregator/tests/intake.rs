@@ -24,16 +24,7 @@ async fn register(pool: &PgPool, name: &str, breaker: &str) {
 }
 
 fn application() -> Value {
-    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                  "passport": "4510 123456", "region": "77"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01"}],
-        "policy": {"start_date": start, "period_months": 12}
-    })
+    domain::example::request_in(7)
 }
 
 async fn submit(url: &str, token: &str, key: Option<&str>, body: &Value) -> reqwest::Response {

@@ -121,19 +121,12 @@ fn example(name: &str) -> InsurerIntegration {
     InsurerIntegration::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A valid application; `start_in_days` may be negative (insurers refuse those with a 400).
+/// A valid application with a КБМ class; `start_in_days` may be negative (insurers refuse
+/// those with a 400).
 fn application(start_in_days: i64) -> Value {
-    let start = chrono::Utc::now().date_naive() + chrono::Duration::days(start_in_days);
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                  "passport": "4510 123456", "region": "77"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01", "kbm_class": "3"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start.to_string(), "period_months": 12}
-    })
+    let mut request = domain::example::request_in(start_in_days);
+    request["drivers"][0]["kbm_class"] = json!("3");
+    request
 }
 
 struct Harness {

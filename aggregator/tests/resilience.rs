@@ -83,19 +83,13 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// A valid application.
+/// A valid application: the example, registered in the Moscow region (50), with a КБМ class.
 fn application() -> Value {
-    let start = chrono::Utc::now().date_naive() + chrono::Duration::days(10);
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                  "passport": "4510 123456", "region": "50"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01", "kbm_class": "3"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start.to_string(), "period_months": 12}
-    })
+    let mut request = domain::example::request_in(10);
+    request["owner"]["region"] = json!("50");
+    request["owner"].as_object_mut().expect("owner").remove("city");
+    request["drivers"][0]["kbm_class"] = json!("3");
+    request
 }
 
 struct Harness {

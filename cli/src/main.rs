@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use comfy_table::Table;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,19 +43,9 @@ fn humantime_secs(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// The sample driver of the web page: a 2019 LADA Vesta in Moscow, one experienced driver.
+/// The sample driver of the web page: the example request, starting in a week.
 fn sample() -> Value {
-    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "middle_name": "Иванович",
-                  "birth_date": "1985-04-12", "passport": "4510 123456", "region": "77", "city": "Москва"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start, "period_months": 12}
-    })
+    domain::example::request_in(7)
 }
 
 #[tokio::main]

@@ -2,6 +2,7 @@
 
 mod errors;
 pub mod events;
+pub mod example;
 pub mod intake;
 pub mod money;
 pub mod request;

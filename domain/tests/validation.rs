@@ -9,17 +9,9 @@ fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
 }
 
+/// The example request (`domain::example`), starting on a fixed date.
 fn valid() -> Value {
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "middle_name": "Иванович",
-                  "birth_date": "1985-04-12", "passport": "4510 123456", "region": "77", "city": "Москва"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": "2026-12-20", "period_months": 12}
-    })
+    domain::example::request(NaiveDate::from_ymd_opt(2026, 12, 20).unwrap())
 }
 
 /// Sets `value` at a JSON pointer, creating nothing: the pointer must exist up to its parent.

@@ -46,17 +46,9 @@ async fn start(config: &str) -> (String, Config) {
 }
 
 fn application() -> Value {
-    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(10)).to_string();
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                  "passport": "4510 123456", "region": "77"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01", "kbm_class": "3"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start, "period_months": 12}
-    })
+    let mut request = domain::example::request_in(10);
+    request["drivers"][0]["kbm_class"] = json!("3");
+    request
 }
 
 /// The premium the tariff gives at `position` for [`application`], as the wire string.

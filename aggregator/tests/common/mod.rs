@@ -307,21 +307,13 @@ where
     }
 }
 
-/// The contract's sample request, starting in a week; `n` makes the licence (and so the
+/// The example request of a 2023 car, starting in a week; `n` makes the licence (and so the
 /// application) distinct.
 pub fn body(n: usize) -> Value {
-    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
-    let licence = format!("77{:02} {:06}", n % 100, 123_456 + n / 100);
-    json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2023, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                  "passport": "4510 123456", "region": "77"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": licence, "experience_since": "2005-06-01"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start, "period_months": 12}
-    })
+    let mut request = domain::example::request_in(7);
+    request["vehicle"]["year"] = json!(2023);
+    request["drivers"][0]["licence"] = json!(format!("77{:02} {:06}", n % 100, 123_456 + n / 100));
+    request
 }
 
 /// A quote core-app accepted.

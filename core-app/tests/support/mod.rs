@@ -210,17 +210,7 @@ fn stopped(stop: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'sta
     }
 }
 
-/// The contract's sample request, starting in a week.
+/// The example request, starting in a week.
 pub fn sample() -> serde_json::Value {
-    let start = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
-    serde_json::json!({
-        "vehicle": {"category": "B", "make": "LADA", "model": "VESTA", "year": 2019, "power_hp": 106,
-                    "vin": "XTAGFL110KY123456", "plate": "А123ВС77", "purpose": "personal"},
-        "owner": {"last_name": "Иванов", "first_name": "Иван", "middle_name": "Иванович",
-                  "birth_date": "1985-04-12", "passport": "4510 123456", "region": "77", "city": "Москва"},
-        "drivers": [{"last_name": "Иванов", "first_name": "Иван", "birth_date": "1985-04-12",
-                     "licence": "7700 123456", "experience_since": "2005-06-01"}],
-        "unlimited_drivers": false,
-        "policy": {"start_date": start, "period_months": 12}
-    })
+    domain::example::request_in(7)
 }
