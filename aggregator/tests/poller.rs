@@ -754,6 +754,20 @@ async fn a_held_tasks_lease_is_renewed_before_it_runs_out() {
 }
 
 #[tokio::test]
+async fn a_held_task_expires_at_its_deadline_not_at_its_next_poll() {
+    let mut h = Harness::new().await;
+    let (_, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    // Polls at 0.5 s and 1.5 s find nothing; the next would be at 2.5 s, past the 2 s deadline.
+    let submitted = Instant::now();
+    let id = h.submit(&application(10), &["slow"], Duration::from_secs(2), true).await;
+    let task = h.finished(id, "slow", Duration::from_secs(5)).await;
+    let took = submitted.elapsed();
+    assert_eq!(task.status, "expired");
+    assert!(took < Duration::from_millis(2400), "expired {took:?} after submission, deadline 2 s");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_gives_held_tasks_back_with_their_progress() {
     let mut h = Harness::new().await;
     let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;

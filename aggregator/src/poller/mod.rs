@@ -45,7 +45,7 @@ use sqlx::postgres::PgListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -169,12 +169,17 @@ pub async fn run_with_api(
             note_done(&insurer, done, &mut due_at);
         }
         gauge(in_flight.len());
-        // Held tasks waiting for their next call take no slot; they queue for one with the new.
+        // Held tasks sleeping until their next call take no slot. Permits are free only when no
+        // held task waits for one (a released permit goes to a waiter first), and each task
+        // claimed gets one of the permits taken here: a replica never claims more than it can
+        // call at once.
         let free = slots.available_permits();
         if free > 0 && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
             look_now = false;
             tick = Instant::now() + fallback_tick;
-            match store::claim(&pool, &insurer, &replica_id, lease, free).await {
+            let mut permits = slots.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)).ok();
+            let taken = permits.as_ref().map_or(0, |p| p.num_permits());
+            match store::claim(&pool, &insurer, &replica_id, lease, taken).await {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
                     for task in claim.tasks {
@@ -185,7 +190,8 @@ pub async fn run_with_api(
                             "task", %insurer, task = %task.application_id, trace_id = %incoming.trace_id()
                         );
                         let trace = platform::trace::span_in(&span, &incoming);
-                        in_flight.spawn(ctx.clone().run(task, trace).instrument(span));
+                        let slot = permits.as_mut().and_then(|p| p.split(1));
+                        in_flight.spawn(ctx.clone().run(task, trace, slot).instrument(span));
                     }
                     gauge(in_flight.len());
                 }
@@ -332,7 +338,13 @@ impl Step {
     /// One claimed task, step after step while it stays here: take a slot, call the insurer,
     /// decide; then write the outcome, or hold the task through a short wait, or give it back
     /// with its progress. Returns when the task is due again, if it was given back.
-    async fn run(self: Arc<Self>, mut task: store::ClaimedTask, trace: TraceParent) -> Option<Instant> {
+    /// `slot` is the permit the claim took for the first call.
+    async fn run(
+        self: Arc<Self>,
+        mut task: store::ClaimedTask,
+        trace: TraceParent,
+        mut slot: Option<OwnedSemaphorePermit>,
+    ) -> Option<Instant> {
         let claimed = Instant::now();
         let id = task.application_id;
         let mut attempts = u32::try_from(task.attempts).unwrap_or(0);
@@ -341,8 +353,32 @@ impl Step {
         let mut lease_end = claimed + self.budget;
         let mut stop = self.stop.clone();
         loop {
-            // The semaphore is never closed.
-            let slot = self.slots.acquire().await.ok()?;
+            if task.expired || deadline <= Instant::now() {
+                // No call to make: the expiry needs no slot.
+                let age = age_at_claim + claimed.elapsed();
+                return self.write(id, transition::expired(attempts), None, age, &trace).await;
+            }
+            let slot = match slot.take() {
+                Some(permit) => permit,
+                None => {
+                    let waited = tokio::select! {
+                        // The semaphore is never closed.
+                        permit = self.slots.clone().acquire_owned() => permit.ok(),
+                        _ = stop.wait_for(|stopping| *stopping) => None,
+                    };
+                    let Some(permit) = waited else {
+                        let back = Transition::Reschedule {
+                            insurer_ref: None,
+                            attempts,
+                            wait: Duration::ZERO,
+                            cause: Cause::Pending,
+                        };
+                        let age = age_at_claim + claimed.elapsed();
+                        return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
+                    };
+                    permit
+                }
+            };
             if Instant::now() + self.budget / 2 > lease_end {
                 // A held task waited long for a slot: the lease must cover the call first.
                 let renewed_at = Instant::now();
@@ -351,19 +387,12 @@ impl Step {
                 self.write(id, renewal, Some(self.lease), age_at_claim + claimed.elapsed(), &trace).await?;
                 lease_end = renewed_at + self.budget;
             }
-            let started = Instant::now();
             let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
-            let transition = if task.expired || deadline <= started {
-                transition::expired(attempts)
-            } else {
-                match tokio::time::timeout_at(ctx.until(), self.call(&task, attempts, &ctx)).await {
-                    Ok(transition) => transition,
-                    // The quote's deadline came first: whatever the call would have said is too late.
-                    Err(_) if deadline <= lease_end => transition::expired(attempts + ctx.calls()),
-                    Err(_) => {
-                        transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout)
-                    }
-                }
+            let transition = match tokio::time::timeout_at(ctx.until(), self.call(&task, attempts, &ctx)).await {
+                Ok(transition) => transition,
+                // The quote's deadline came first: whatever the call would have said is too late.
+                Err(_) if deadline <= lease_end => transition::expired(attempts + ctx.calls()),
+                Err(_) => transition::after_error(&self.schedule, attempts + ctx.calls().max(1), CallError::Timeout),
             };
             drop(slot);
             let age = age_at_claim + claimed.elapsed();
@@ -382,7 +411,7 @@ impl Step {
             }
             // Held: written only when there is news to keep (a new reference) or the lease
             // would not cover the next call.
-            let due = Instant::now() + wait;
+            let due = (Instant::now() + wait).min(deadline);
             if insurer_ref.is_some() || due + self.budget / 2 > lease_end {
                 let renewed_at = Instant::now();
                 self.write(id, transition, Some(self.lease), age, &trace).await?;

@@ -67,9 +67,9 @@ struct ClaimRow {
 pub async fn claim(pool: &PgPool, insurer: &str, me: &str, lease: Duration, limit: usize) -> sqlx::Result<Claim> {
     // The UPDATE's effects are invisible to the statement's other parts, so the next due
     // time leaves out the rows just claimed by id. One row comes back even when nothing was
-    // claimed (the LEFT JOIN), carrying the next due time. A row leased without moving its
-    // `next_poll_at` (never written so by this code) only makes the answer late, and the
-    // fallback tick bounds that.
+    // claimed (the LEFT JOIN), carrying the next due time. A task held past its first lease
+    // keeps that lease's end in `next_poll_at`; when it comes first, the answer is its renewed
+    // lease's end, possibly later than another task's due time — the fallback tick bounds that.
     let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH due AS (
              SELECT application_id FROM tasks
@@ -139,6 +139,8 @@ pub async fn reschedule(
     wait: Duration,
     keep: Option<Duration>,
 ) -> sqlx::Result<bool> {
+    // A renewal needs a lease still running: one that ran out may have been claimed again,
+    // by another replica or by this one's own claim loop for a second runner.
     // A NULL lease length makes both lease columns NULL: released. A kept task keeps its
     // `next_poll_at` (its first lease's end; `claim` reads the lease too, so no one takes it
     // before the renewed lease ends) and `updated_at`: with no indexed column changed, the
@@ -150,7 +152,8 @@ pub async fn reschedule(
              lease_owner = CASE WHEN $7::float8 IS NULL THEN NULL ELSE lease_owner END,
              lease_until = now() + make_interval(secs => $7::float8),
              updated_at = CASE WHEN $7::float8 IS NULL THEN now() ELSE updated_at END
-         WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'",
+         WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'
+           AND ($7::float8 IS NULL OR lease_until > now())",
     )
     .bind(application_id)
     .bind(insurer)
