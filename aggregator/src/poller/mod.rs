@@ -12,9 +12,9 @@
 //! expires). A final outcome is written together with its outbox event in one transaction
 //! (`store`). A short wait (at most half a lease) is held in memory: the replica keeps the
 //! task and its lease and calls again, writing only a new reference and the lease's renewal
-//! (with the progress); a longer wait writes the progress and the next due time and gives the
-//! task back. What a result means is decided by pure functions ([`transition`],
-//! [`schedule`]).
+//! (with the progress); a longer wait, or one for the circuit breaker, writes the progress
+//! and the next due time and gives the task back. What a result means is decided by pure
+//! functions ([`transition`], [`schedule`]).
 //!
 //! The heartbeat carries the circuit breaker's state to the registry, and is sent at once
 //! when the state changes, not only every [`HEARTBEAT_EVERY`].
@@ -396,16 +396,18 @@ impl Step {
             };
             drop(slot);
             let age = age_at_claim + claimed.elapsed();
-            let (insurer_ref, wait) = match &transition {
+            let (insurer_ref, wait, breaker_open) = match &transition {
                 Transition::Reschedule { insurer_ref, attempts: now, wait, cause } => {
                     log_wait(cause, insurer_ref.is_some(), *now, *wait);
                     attempts = *now;
-                    (insurer_ref.clone(), *wait)
+                    (insurer_ref.clone(), *wait, matches!(cause, Cause::BreakerOpen))
                 }
                 Transition::Finish { .. } => return self.write(id, transition, None, age, &trace).await,
             };
+            // A task waiting for this replica's breaker goes back to the table too: another
+            // replica's breaker may let it through, and it should not hold a lease meanwhile.
             let stopping = *stop.borrow();
-            if wait > self.budget / 2 || stopping {
+            if wait > self.budget / 2 || breaker_open || stopping {
                 // The store moves the next call no later than the deadline, so that it expires on time.
                 return self.write(id, transition, None, age, &trace).await.map(|due| due.min(deadline));
             }
