@@ -367,12 +367,7 @@ impl Step {
                         _ = stop.wait_for(|stopping| *stopping) => None,
                     };
                     let Some(permit) = waited else {
-                        let back = Transition::Reschedule {
-                            insurer_ref: None,
-                            attempts,
-                            wait: Duration::ZERO,
-                            cause: Cause::Pending,
-                        };
+                        let back = transition::unchanged(attempts, Duration::ZERO);
                         let age = age_at_claim + claimed.elapsed();
                         return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
                     };
@@ -382,8 +377,7 @@ impl Step {
             if Instant::now() + self.budget / 2 > lease_end {
                 // A held task waited long for a slot: the lease must cover the call first.
                 let renewed_at = Instant::now();
-                let renewal =
-                    Transition::Reschedule { insurer_ref: None, attempts, wait: Duration::ZERO, cause: Cause::Pending };
+                let renewal = transition::unchanged(attempts, Duration::ZERO);
                 self.write(id, renewal, Some(self.lease), age_at_claim + claimed.elapsed(), &trace).await?;
                 lease_end = renewed_at + self.budget;
             }
@@ -429,7 +423,7 @@ impl Step {
             };
             if stopped {
                 let left = due.saturating_duration_since(Instant::now());
-                let back = Transition::Reschedule { insurer_ref: None, attempts, wait: left, cause: Cause::Pending };
+                let back = transition::unchanged(attempts, left);
                 return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
             }
         }

@@ -106,6 +106,12 @@ pub fn expired(attempts: u32) -> Transition {
     Transition::Finish { insurer_ref: None, attempts, outcome: InsurerOutcome::Expired }
 }
 
+/// No call made, nothing new: the progress so far, with the next call `wait` away (a held
+/// task's lease renewal, or giving it back).
+pub fn unchanged(attempts: u32, wait: Duration) -> Transition {
+    Transition::Reschedule { insurer_ref: None, attempts, wait, cause: Cause::Pending }
+}
+
 /// The stored application cannot be read back (never expected: intake validated it).
 pub fn unreadable_request(attempts: u32) -> Transition {
     Transition::Finish {
