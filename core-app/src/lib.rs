@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod deadline;
 pub mod hub;
 pub mod retention;
+mod server;
 pub mod store;
 pub mod web;
 
@@ -85,9 +86,7 @@ pub async fn serve(
     let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, stopped(stop_rx.clone())));
     let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), stopped(stop_rx.clone())));
     let state = AppState::new(settings.pool, hub, settings.aggregator, settings.api);
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx));
-    let http = tokio::spawn(async move { http.await });
+    let http = tokio::spawn(server::run(listener, router(state), api::is_stream_path, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     // Open SSE streams end with the process; give in-flight requests a moment.

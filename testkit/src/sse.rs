@@ -72,6 +72,15 @@ pub async fn read(url: &str, last_event_id: Option<&str>, timeout: Duration) -> 
     received
 }
 
+/// The events and comments of a stream's whole body, read by other means.
+pub fn parse(body: &str) -> Received {
+    let mut received = Received::default();
+    for block in body.split_inclusive("\n\n") {
+        parse_block(block, &mut received);
+    }
+    received
+}
+
 fn parse_block(block: &str, received: &mut Received) {
     let mut event = SseEvent { id: None, event: "message".into(), data: String::new(), retry: None };
     let mut has_data = false;

@@ -99,6 +99,12 @@ pub async fn stream(
     Ok(response)
 }
 
+/// Whether `path` is a quote's event stream, the route of [`stream`].
+pub fn is_stream_path(path: &str) -> bool {
+    let id = path.strip_prefix("/api/v1/quotes/").and_then(|rest| rest.strip_suffix("/events"));
+    id.is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// The state of one live stream.
 struct Live {
     pool: PgPool,

@@ -1,6 +1,7 @@
 //! The public HTTP API of core-app (a contract: see README "API") and the web page.
 
 mod events;
+pub use events::is_stream_path;
 mod insurers;
 pub mod openapi;
 mod quotes;

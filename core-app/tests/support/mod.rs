@@ -169,6 +169,23 @@ impl Stack {
 
     /// Starts a replica with its own API settings.
     pub async fn start_core_app_with(&self, aggregator_url: &str, api: ApiSettings) -> String {
+        self.start_core_app_until(aggregator_url, api, stopped(&self.stop)).await
+    }
+
+    /// Starts a replica that stops when `stop` resolves (or with the stack).
+    pub async fn start_core_app_until(
+        &self,
+        aggregator_url: &str,
+        api: ApiSettings,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> String {
+        let stack_stop = stopped(&self.stop);
+        let stop = async move {
+            tokio::select! {
+                () = stop => {}
+                () = stack_stop => {}
+            }
+        };
         let (l, url) = listener().await;
         let settings = core_app::Settings {
             pool: self.core_pool.clone(),
@@ -178,7 +195,7 @@ impl Stack {
             aggregator: AggregatorClient::new(aggregator_url, TOKEN, Duration::from_secs(2)).unwrap(),
             api,
         };
-        tokio::spawn(core_app::serve(settings, l, stopped(&self.stop)));
+        tokio::spawn(core_app::serve(settings, l, stop));
         url
     }
 

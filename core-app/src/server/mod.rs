@@ -1,0 +1,144 @@
+//! core-app's HTTP server. hyper serves every connection (HTTP/1.1 and HTTP/2), except an
+//! HTTP/1.1 request for an event stream, which is answered on the lean wire of [`stream`]:
+//! at 10 000 idle streams, hyper's per-connection buffers were most of core-app's memory.
+//! The router, and so every layer (tracing, metrics, CORS, limits), is the same for both.
+
+mod sniff;
+mod stream;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sniff::Sniff;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+/// Bytes of a connection looked at to recognise a stream request; a longer head goes to hyper.
+const PEEK: usize = 4096;
+
+/// How long a request head may take to arrive in pieces before hyper is given the connection.
+const PEEK_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Serves `app` on `listener` until `stop` turns true, then lets open connections finish
+/// (event streams end at once) and returns when they have.
+pub async fn run(listener: TcpListener, app: Router, is_stream: fn(&str) -> bool, stop: watch::Receiver<bool>) {
+    // Every connection task holds a receiver; the sender sees them all gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut stopping = std::pin::pin!(stopped(stop.clone()));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait for some to be freed.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopping => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, stop, open) = (app.clone(), stop.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            connection(tcp, peer, app, is_stream, stop).await;
+            drop(open);
+        });
+    }
+    drop((listener, open_rx));
+    open_tx.closed().await;
+}
+
+/// One connection, from its first bytes to its close.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    is_stream: fn(&str) -> bool,
+    stop: watch::Receiver<bool>,
+) {
+    // Each branch is boxed: the task's future is as large as its largest state, and a stream
+    // must not carry the size of a hyper connection.
+    let served = match peek_head(&tcp, is_stream).await {
+        Ok(Sniff::Stream { len, request }) => Box::pin(serve_stream(tcp, len, *request, peer, app, stop)).await,
+        Ok(_) => Box::pin(serve_hyper(tcp, peer, app, stop)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Recognises the connection's first request without consuming it, so that hyper reads it
+/// again when it is not a stream request.
+async fn peek_head(tcp: &TcpStream, is_stream: fn(&str) -> bool) -> std::io::Result<Sniff> {
+    let mut bytes = vec![0; PEEK];
+    let patience = tokio::time::Instant::now() + PEEK_PATIENCE;
+    loop {
+        let n = tcp.peek(&mut bytes).await?;
+        match sniff::sniff(&bytes[..n], is_stream) {
+            // A peek returns at once while anything is buffered: wait for more in small steps.
+            Sniff::Incomplete if n > 0 && n < PEEK && tokio::time::Instant::now() < patience => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            Sniff::Incomplete => return Ok(Sniff::Other),
+            sniffed => return Ok(sniffed),
+        }
+    }
+}
+
+/// Answers a stream request on the lean wire.
+async fn serve_stream(
+    mut tcp: TcpStream,
+    len: usize,
+    request: Request<()>,
+    peer: SocketAddr,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // The head was only peeked at: take it off the socket now.
+    tcp.read_exact(&mut vec![0; len]).await?;
+    let mut request = request.map(|()| Body::empty());
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let Ok(response) = app.oneshot(request).await;
+    stream::respond(tcp, response, stopped(stop)).await
+}
+
+/// Hands the connection to hyper, as `axum::serve` does; on `stop` it finishes the requests in
+/// flight and closes.
+async fn serve_hyper(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().call(request)
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(tcp), service));
+    let mut stopping = std::pin::pin!(stopped(stop));
+    let mut shutting = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => return served.map_err(std::io::Error::other),
+            () = &mut stopping, if !shutting => {
+                shutting = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
