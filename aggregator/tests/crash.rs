@@ -168,13 +168,16 @@ async fn killed_poller_and_relay_lose_no_result() {
 
     // Kill the relay and a poller mid-flight, keep them down a moment, restart them.
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // alfa's create is idempotent, so a held task's reference is in the poller's memory only:
+    // the restarted poller creates again under the same key and is given the same calculation.
     let in_flight: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE insurer = 'alfa' AND status = 'pending' AND insurer_ref IS NOT NULL",
+        "SELECT count(*) FROM tasks WHERE insurer = 'alfa' AND status = 'pending' AND lease_owner = 'alfa-1'",
     )
     .fetch_one(&agg_pool)
     .await
     .unwrap();
-    assert_eq!(in_flight, 10, "the kill hits alfa with every quote created there and none answered");
+    assert_eq!(in_flight, 10, "the kill hits alfa with every quote held there and none answered");
+    assert_eq!(creates(&http, &sandbox).await, 10, "every quote created at alfa before the kill");
     aggregator.kill9();
     alfa.kill9();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -196,9 +199,17 @@ async fn killed_poller_and_relay_lose_no_result() {
         assert_eq!(per_insurer["alfa"], ["offer"], "alfa's result exactly once, not lost to the crash");
         assert_eq!(per_insurer["reso"], ["offer"], "reso's result exactly once");
     }
+    assert_eq!(creates(&http, &sandbox).await, 20, "each created once more after the kill, under its own key");
     let leftover: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&agg_pool).await.unwrap();
     assert_eq!(leftover, 0, "the restarted relay published everything");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Creates alfa received (the sandbox's own count).
+async fn creates(http: &reqwest::Client, sandbox: &std::net::SocketAddr) -> u64 {
+    let view: Value =
+        http.get(format!("http://{sandbox}/_control/insurers/alfa")).send().await.unwrap().json().await.unwrap();
+    view["counters"]["by_endpoint"]["POST /v1/calculate"].as_u64().unwrap_or(0)
 }
 
 fn sample() -> Value {

@@ -595,6 +595,8 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
 struct Recording {
     inner: Arc<dyn InsurerApi>,
     calls: Mutex<Vec<(String, Instant)>>,
+    /// What the client says of its create (the sandbox's create-poll is idempotent either way).
+    idempotent_create: bool,
 }
 
 impl InsurerApi for Recording {
@@ -616,6 +618,10 @@ impl InsurerApi for Recording {
     fn breaker(&self) -> Option<Arc<Breaker>> {
         self.inner.breaker()
     }
+
+    fn create_is_idempotent(&self) -> bool {
+        self.idempotent_create
+    }
 }
 
 #[tokio::test]
@@ -629,6 +635,7 @@ async fn calls_for_one_task_are_at_least_a_second_apart() {
     let api = Arc::new(Recording {
         inner: clients::for_manifest(&manifest, &examples().join("secrets")).unwrap(),
         calls: Mutex::new(Vec::new()),
+        idempotent_create: true,
     });
     h.start_with(h.settings(manifest), Some(api.clone())).await;
     let ids = [
@@ -660,8 +667,14 @@ async fn calls_for_one_task_are_at_least_a_second_apart() {
 // ------------------------------------------------------------------ (f) held tasks
 
 /// The `slow` insurer (offer 3 s after create) behind a recording client, polled every second
-/// (no backing off), with the given request timeout and lease.
-async fn start_slow(h: &mut Harness, request_timeout: Duration, lease: Duration) -> (Arc<Recording>, String) {
+/// (no backing off), with the given request timeout and lease; its create is declared
+/// idempotent or not.
+async fn start_slow(
+    h: &mut Harness,
+    request_timeout: Duration,
+    lease: Duration,
+    idempotent_create: bool,
+) -> (Arc<Recording>, String) {
     let mut manifest = h.manifest("alfa");
     manifest.metadata.name = "slow".into();
     manifest.spec.api.base_url = format!("{}/slow", h.base);
@@ -671,6 +684,7 @@ async fn start_slow(h: &mut Harness, request_timeout: Duration, lease: Duration)
     let api = Arc::new(Recording {
         inner: clients::for_manifest(&manifest, &examples().join("secrets")).unwrap(),
         calls: Mutex::new(Vec::new()),
+        idempotent_create,
     });
     let mut settings = h.settings(manifest);
     settings.lease = lease;
@@ -710,7 +724,7 @@ async fn watch_until_finished(h: &Harness, id: Uuid, within: Duration) -> Vec<(T
 #[tokio::test]
 async fn a_task_is_held_between_polls_and_written_only_with_news() {
     let mut h = Harness::new().await;
-    let (api, me) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    let (api, me) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, false).await;
     let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
     let seen = watch_until_finished(&h, id, Duration::from_secs(10)).await;
 
@@ -719,8 +733,9 @@ async fn a_task_is_held_between_polls_and_written_only_with_news() {
     let calls = api.calls.lock().unwrap().len();
     assert!(calls >= 4, "create + 3 polls or more before the 3 s offer: {calls}");
     assert_eq!(last.attempts as usize, calls, "the outcome counts every call");
-    // From the create on: held by this replica, the reference stored at once, and nothing
-    // else written until the outcome (attempts stay at the create's 1 through the polls).
+    // From the create on: held by this replica, the reference stored at once (a create that
+    // may not be repeated), and nothing else written until the outcome (attempts stay at the
+    // create's 1 through the polls).
     let held: Vec<_> = seen.iter().filter(|(t, _)| t.status == "pending" && t.insurer_ref.is_some()).collect();
     assert!(held.len() > 100, "watched {} times while it waited", held.len());
     for (task, leased) in &held {
@@ -733,11 +748,36 @@ async fn a_task_is_held_between_polls_and_written_only_with_news() {
 }
 
 #[tokio::test]
+async fn an_idempotent_creates_reference_is_written_with_the_outcome() {
+    let mut h = Harness::new().await;
+    let (api, me) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, true).await;
+    let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
+    let seen = watch_until_finished(&h, id, Duration::from_secs(10)).await;
+
+    // Claimed, then nothing written until the outcome: a replica taking the task over would
+    // create again under the same key and be given the same calculation.
+    let (last, _) = seen.last().unwrap();
+    let held: Vec<_> = seen.iter().filter(|(t, _)| t.lease_owner.as_deref() == Some(me.as_str())).collect();
+    assert!(held.len() > 100, "watched {} times while it was held", held.len());
+    for (task, leased) in &held {
+        assert_eq!((task.status.as_str(), *leased), ("pending", true), "{task:?}");
+        assert_eq!((task.insurer_ref.as_deref(), task.attempts, task.version), (None, 0, 0), "{task:?}");
+    }
+    let calls = api.calls.lock().unwrap().len();
+    assert!(calls >= 4, "create + 3 polls or more before the 3 s offer: {calls}");
+    assert_eq!((last.status.as_str(), last.attempts as usize), ("offer", calls), "the outcome counts every call");
+    assert!(last.insurer_ref.as_deref().is_some_and(|r| !r.is_empty()), "and stores the reference: {last:?}");
+    assert_eq!(h.requests("slow", "POST /v1/calculate"), 1);
+    h.only_event(id, "slow").await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_held_tasks_lease_is_renewed_before_it_runs_out() {
     let mut h = Harness::new().await;
     // A 3 s lease (twice the request timeout plus the margins) against a 3.5 s life: the
     // lease must be renewed while the task waits, or the outcome would be lost with it.
-    let (api, me) = start_slow(&mut h, Duration::from_millis(500), Duration::from_secs(1)).await;
+    let (api, me) = start_slow(&mut h, Duration::from_millis(500), Duration::from_secs(1), false).await;
     let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
     let seen = watch_until_finished(&h, id, Duration::from_secs(10)).await;
 
@@ -756,7 +796,7 @@ async fn a_held_tasks_lease_is_renewed_before_it_runs_out() {
 #[tokio::test]
 async fn a_held_task_expires_at_its_deadline_not_at_its_next_poll() {
     let mut h = Harness::new().await;
-    let (_, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    let (_, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, false).await;
     // Polls at 0.5 s and 1.5 s find nothing; the next would be at 2.5 s, past the 2 s deadline.
     let submitted = Instant::now();
     let id = h.submit(&application(10), &["slow"], Duration::from_secs(2), true).await;
@@ -770,7 +810,8 @@ async fn a_held_task_expires_at_its_deadline_not_at_its_next_poll() {
 #[tokio::test]
 async fn shutdown_gives_held_tasks_back_with_their_progress() {
     let mut h = Harness::new().await;
-    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    // An idempotent create: the reference is in memory only until the task is given back.
+    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, true).await;
     let id = h.submit(&application(10), &["slow"], Duration::from_secs(30), true).await;
     eventually(Duration::from_secs(3), || async { (api.calls.lock().unwrap().len() == 2).then_some(()) })
         .await
@@ -787,7 +828,7 @@ async fn shutdown_gives_held_tasks_back_with_their_progress() {
     assert_eq!((task.attempts, task.insurer_ref.is_some()), (2, true), "with both calls and the reference");
 
     // Another replica picks it up where it stood: polls, no second create.
-    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE).await;
+    let (api, _) = start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, true).await;
     assert_eq!(h.finished(id, "slow", Duration::from_secs(8)).await.status, "offer");
     assert_eq!(h.requests("slow", "POST /v1/calculate"), 1);
     assert!(!api.calls.lock().unwrap().is_empty());

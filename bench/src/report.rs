@@ -629,7 +629,9 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
     w(
         &mut md,
         "Open-loop ramp: each step sends quotes at a fixed rate; a step *holds* when no error appears (every quote \
-        gets 6 offers and `complete`, no HTTP error, no arrival shed, the generator on time) and push p99 ≤ 1 s."
+        gets 6 offers and `complete`, no HTTP error, no arrival shed, the generator on time) and push p99 ≤ 1 s. \
+        After the first step that does not hold, one more step runs halfway (geometrically) between it and the \
+        last that held."
             .into(),
     );
     w(&mut md, String::new());

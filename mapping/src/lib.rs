@@ -99,6 +99,11 @@ impl Mapped {
         self.templates.render("create", &self.mapping.create, context)
     }
 
+    /// Whether the mapping declares its create idempotent (`create.idempotent`).
+    pub fn create_is_idempotent(&self) -> bool {
+        self.mapping.create.idempotent
+    }
+
     /// The poll call for the calculation `reference`.
     pub fn poll_call(&self, reference: &str) -> Result<RenderedCall, RenderError> {
         self.templates.render("poll", &self.mapping.poll, context! { reference => reference })

@@ -7,6 +7,7 @@
 
 use super::http::{Answer, Http};
 use super::resilience::{Call, CallContext, Resilience};
+use super::retry::Idempotency;
 use super::wire::{self, token};
 use super::{Breaker, CallError, ClientError, Created, Credentials, InsurerApi, Polled};
 use chrono::{DateTime, Utc};
@@ -65,6 +66,10 @@ impl InsurerApi for CreatePoll {
             let Answer { body, retry_after, .. } = self.http.send(POLL, call, ctx).await?;
             map_calculation(reference, &body, retry_after)
         })
+    }
+
+    fn create_is_idempotent(&self) -> bool {
+        CREATE.idempotency == Idempotency::Idempotent
     }
 
     fn breaker(&self) -> Option<Arc<Breaker>> {

@@ -82,6 +82,10 @@ impl InsurerApi for Mapped {
     fn breaker(&self) -> Option<Arc<Breaker>> {
         Some(self.http.guard().breaker().clone())
     }
+
+    fn create_is_idempotent(&self) -> bool {
+        self.mapping.create_is_idempotent()
+    }
 }
 
 fn polled(reading: Reading, retry_after: Option<Duration>) -> Polled {

@@ -60,6 +60,13 @@ pub trait InsurerApi: Send + Sync + fmt::Debug {
     fn breaker(&self) -> Option<Arc<Breaker>> {
         None
     }
+
+    /// Whether a repeated create with the same key is the same calculation at the insurer.
+    /// Then the poller need not store the reference before the outcome: a replica that takes
+    /// the task over after a crash creates again and is given the same calculation.
+    fn create_is_idempotent(&self) -> bool {
+        false
+    }
 }
 
 /// A calculation the insurer accepted.

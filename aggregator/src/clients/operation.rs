@@ -8,6 +8,7 @@
 
 use super::http::{Answer, Http};
 use super::resilience::{Call, CallContext, Resilience};
+use super::retry::Idempotency;
 use super::wire::{self, token};
 use super::{Breaker, CallError, ClientError, Created, Credentials, InsurerApi, Polled};
 use chrono::{DateTime, Utc};
@@ -66,6 +67,10 @@ impl InsurerApi for Operation {
                 self.http.send(POLL, self.http.request(Method::GET, url), ctx).await?;
             map_operation(&body, retry_after)
         })
+    }
+
+    fn create_is_idempotent(&self) -> bool {
+        CREATE.idempotency == Idempotency::Idempotent
     }
 
     fn breaker(&self) -> Option<Arc<Breaker>> {

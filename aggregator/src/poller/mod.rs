@@ -346,7 +346,6 @@ impl Step {
         mut slot: Option<OwnedSemaphorePermit>,
     ) -> Option<Instant> {
         let claimed = Instant::now();
-        let id = task.application_id;
         let mut attempts = u32::try_from(task.attempts).unwrap_or(0);
         let age_at_claim = Duration::try_from_secs_f64(task.age).unwrap_or_default();
         let deadline = claimed + Duration::try_from_secs_f64(task.deadline_in).unwrap_or_default();
@@ -356,7 +355,7 @@ impl Step {
             if task.expired || deadline <= Instant::now() {
                 // No call to make: the expiry needs no slot.
                 let age = age_at_claim + claimed.elapsed();
-                return self.write(id, transition::expired(attempts), None, age, &trace).await;
+                return self.write_held(&task, transition::expired(attempts), None, age, &trace).await;
             }
             let slot = match slot.take() {
                 Some(permit) => permit,
@@ -369,7 +368,7 @@ impl Step {
                     let Some(permit) = waited else {
                         let back = transition::unchanged(attempts, Duration::ZERO);
                         let age = age_at_claim + claimed.elapsed();
-                        return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
+                        return self.write_held(&task, back, None, age, &trace).await.map(|due| due.min(deadline));
                     };
                     permit
                 }
@@ -378,7 +377,7 @@ impl Step {
                 // A held task waited long for a slot: the lease must cover the call first.
                 let renewed_at = Instant::now();
                 let renewal = transition::unchanged(attempts, Duration::ZERO);
-                self.write(id, renewal, Some(self.lease), age_at_claim + claimed.elapsed(), &trace).await?;
+                self.write_held(&task, renewal, Some(self.lease), age_at_claim + claimed.elapsed(), &trace).await?;
                 lease_end = renewed_at + self.budget;
             }
             let ctx = CallContext::new(deadline.min(lease_end)).with_trace(trace);
@@ -396,21 +395,23 @@ impl Step {
                     attempts = *now;
                     (insurer_ref.clone(), *wait, matches!(cause, Cause::BreakerOpen))
                 }
-                Transition::Finish { .. } => return self.write(id, transition, None, age, &trace).await,
+                Transition::Finish { .. } => return self.write_held(&task, transition, None, age, &trace).await,
             };
             // A task waiting for this replica's breaker goes back to the table too: another
             // replica's breaker may let it through, and it should not hold a lease meanwhile.
             let stopping = *stop.borrow();
             if wait > self.budget / 2 || breaker_open || stopping {
                 // The store moves the next call no later than the deadline, so that it expires on time.
-                return self.write(id, transition, None, age, &trace).await.map(|due| due.min(deadline));
+                return self.write_held(&task, transition, None, age, &trace).await.map(|due| due.min(deadline));
             }
-            // Held: written only when there is news to keep (a new reference) or the lease
-            // would not cover the next call.
+            // Held: written only when there is news to keep or the lease would not cover the
+            // next call. A new reference is news unless the create may be repeated: then it
+            // goes with the next write (a renewal, the outcome, or giving the task back).
             let due = (Instant::now() + wait).min(deadline);
-            if insurer_ref.is_some() || due + self.budget / 2 > lease_end {
+            let news = insurer_ref.is_some() && !self.api.create_is_idempotent();
+            if news || due + self.budget / 2 > lease_end {
                 let renewed_at = Instant::now();
-                self.write(id, transition, Some(self.lease), age, &trace).await?;
+                self.write_held(&task, transition, Some(self.lease), age, &trace).await?;
                 lease_end = renewed_at + self.budget;
             }
             if insurer_ref.is_some() {
@@ -424,7 +425,7 @@ impl Step {
             if stopped {
                 let left = due.saturating_duration_since(Instant::now());
                 let back = transition::unchanged(attempts, left);
-                return self.write(id, back, None, age, &trace).await.map(|due| due.min(deadline));
+                return self.write_held(&task, back, None, age, &trace).await.map(|due| due.min(deadline));
             }
         }
     }
@@ -444,6 +445,20 @@ impl Step {
         let key = clients::task_key(&self.insurer, task.application_id);
         let result = self.api.create(&key, &request, ctx).await;
         transition::after_create(&self.schedule, counted(is_rejection(&result)), result)
+    }
+
+    /// [`Step::write`] for the task `run` holds, with the reference it knows, which may not be
+    /// stored yet.
+    async fn write_held(
+        &self,
+        task: &store::ClaimedTask,
+        transition: Transition,
+        keep: Option<Duration>,
+        age: Duration,
+        trace: &TraceParent,
+    ) -> Option<Instant> {
+        let transition = transition.with_reference(task.insurer_ref.as_deref());
+        self.write(task.application_id, transition, keep, age, trace).await
     }
 
     /// Writes the step's result — with `keep`, renewing the lease for that long instead of

@@ -37,6 +37,21 @@ pub enum Transition {
     Finish { insurer_ref: Option<String>, attempts: u32, outcome: InsurerOutcome },
 }
 
+impl Transition {
+    /// This transition, naming `known` as the reference when it names none of its own.
+    pub fn with_reference(self, known: Option<&str>) -> Transition {
+        match self {
+            Transition::Reschedule { insurer_ref: None, attempts, wait, cause } => {
+                Transition::Reschedule { insurer_ref: known.map(str::to_string), attempts, wait, cause }
+            }
+            Transition::Finish { insurer_ref: None, attempts, outcome } => {
+                Transition::Finish { insurer_ref: known.map(str::to_string), attempts, outcome }
+            }
+            named => named,
+        }
+    }
+}
+
 /// Why a task is rescheduled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cause {
@@ -281,5 +296,32 @@ mod tests {
     fn expiry_and_unreadable_requests_are_final() {
         assert_eq!(expired(7), finish(None, 7, InsurerOutcome::Expired));
         assert!(matches!(unreadable_request(0), Transition::Finish { outcome: InsurerOutcome::Failed { .. }, .. }));
+    }
+
+    #[test]
+    fn a_known_reference_fills_in_only_where_none_is_named() {
+        let pending = Transition::Reschedule {
+            insurer_ref: None,
+            attempts: 3,
+            wait: Duration::from_secs(1),
+            cause: Cause::Pending,
+        };
+        let offer = |r: Option<&str>| Transition::Finish {
+            insurer_ref: r.map(str::to_string),
+            attempts: 3,
+            outcome: InsurerOutcome::Failed { reason: "x".into() },
+        };
+        assert_eq!(
+            pending.clone().with_reference(Some("R")),
+            Transition::Reschedule {
+                insurer_ref: Some("R".into()),
+                attempts: 3,
+                wait: Duration::from_secs(1),
+                cause: Cause::Pending
+            }
+        );
+        assert_eq!(pending.clone().with_reference(None), pending);
+        assert_eq!(offer(None).with_reference(Some("R")), offer(Some("R")));
+        assert_eq!(offer(Some("NEW")).with_reference(Some("R")), offer(Some("NEW")), "a reference of its own wins");
     }
 }
