@@ -455,11 +455,14 @@ async fn a_hanging_insurers_timeouts_open_the_breaker_and_created_quotes_wait_fo
 
     // Four calculations are created (their offers are ready 2.5 s later)…
     let created = h.submit(insurer, 4, Duration::from_secs(20)).await;
-    for &id in &created {
-        eventually(Duration::from_secs(2), || async { h.task(id, insurer).await.insurer_ref.map(|_| ()) })
-            .await
-            .expect("created");
-    }
+    // An idempotent create's reference stays with the poller while it holds the task: the
+    // sandbox tells when all four were created and polled once.
+    let calls = |endpoint: &str| h.counters("slowoffer").by_endpoint.get(endpoint).copied().unwrap_or(0);
+    eventually(Duration::from_secs(3), || async {
+        (calls("POST /v1/calculate") >= 4 && calls("GET /v1/calculate") >= 4).then_some(())
+    })
+    .await
+    .expect("created and polled");
     // …then the insurer hangs: polls and new creates time out after 300 ms.
     h.faults("slowoffer", Faults { hang: true, ..Faults::default() });
     let hung = Instant::now();

@@ -176,6 +176,124 @@ async fn a_client_that_goes_away_ends_its_stream_and_shutdown_ends_the_others_cl
     streams_open(&stack.core_url, 0).await;
 }
 
+/// Reads from `tcp` until what was read contains `needle`; returns everything read.
+async fn read_until(tcp: &mut TcpStream, needle: &[u8], within: Duration) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        while !bytes.windows(needle.len()).any(|w| w == needle) {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before {:?}: {}", String::from_utf8_lossy(needle), String::from_utf8_lossy(&bytes));
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {:?} in {}", String::from_utf8_lossy(needle), String::from_utf8_lossy(&bytes)));
+    bytes
+}
+
+/// Reads one whole response with a `content-length` off `tcp`: its head and body.
+async fn response(tcp: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut bytes = read_until(tcp, b"\r\n\r\n", Duration::from_secs(5)).await;
+    let (head, after) = split(&bytes);
+    let head_len = bytes.len() - after.len();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let end = head_len + len;
+    while bytes.len() < end {
+        let mut chunk = vec![0u8; end - bytes.len()];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed mid-body");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    (head, bytes[head_len..end].to_vec())
+}
+
+#[tokio::test]
+async fn a_stream_after_other_requests_on_a_kept_alive_connection_leaves_hyper_for_the_lean_wire() {
+    let _turn = GAUGE.lock().await;
+    let stack = Stack::start("20s").await;
+    let mut tcp = TcpStream::connect(stack.core_url.trim_start_matches("http://")).await.unwrap();
+    // As a browser does: the page's requests, the quote's POST, then its event stream, all on
+    // one kept-alive connection.
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: core\r\n\r\n").await.unwrap();
+    let (head, _) = response(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n") && !head.contains("connection: close"), "{head}");
+    let body = serde_json::to_vec(&sample()).unwrap();
+    let post = format!(
+        "POST /api/v1/quotes HTTP/1.1\r\nHost: core\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(&[post.as_bytes(), &body].concat()).await.unwrap();
+    let (head, created) = response(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 201 created\r\n") && !head.contains("connection: close"), "{head}");
+    let id = serde_json::from_slice::<serde_json::Value>(&created).unwrap()["id"].as_str().unwrap().to_string();
+
+    let events = format!("GET /api/v1/quotes/{id}/events HTTP/1.1\r\nHost: core\r\n\r\n");
+    tcp.write_all(events.as_bytes()).await.unwrap();
+    let streamed = until_closed(tcp, Duration::from_secs(20)).await;
+    let (head, body) = split(&streamed);
+    assert!(head.contains("\r\nconnection: close\r\n"), "the lean wire answered: {head}");
+    let (data, ended) = dechunk(body);
+    assert!(ended, "{body:?}");
+    assert_eq!(sse::parse(&data).events.last().map(|e| e.event.as_str()), Some("complete"), "{data}");
+}
+
+#[tokio::test]
+async fn a_request_body_that_reads_like_a_stream_request_is_not_taken_for_one() {
+    let stack = Stack::start("20s").await;
+    let fake = format!("GET /api/v1/quotes/{}/events HTTP/1.1\r\nHost: core\r\n\r\n", Uuid::new_v4());
+    let post = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: core\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            fake.len()
+        )
+    };
+    // The head first, the body a moment later: hyper reads the body while the request is open.
+    let mut tcp = TcpStream::connect(stack.core_url.trim_start_matches("http://")).await.unwrap();
+    tcp.write_all(post("/api/v1/quotes").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(fake.as_bytes()).await.unwrap();
+    let (head, body) = response(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "the body is the POST's (not JSON): {head}");
+    assert!(String::from_utf8_lossy(&body).contains("\"status\":400"), "{}", String::from_utf8_lossy(&body));
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: core\r\n\r\n").await.unwrap();
+    let (head, _) = response(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "and the connection is still hyper's: {head}");
+
+    // Refused before its body is read (no POST there): the body arrives after the answer,
+    // with nothing in flight, and is still not a request.
+    let mut tcp = TcpStream::connect(stack.core_url.trim_start_matches("http://")).await.unwrap();
+    tcp.write_all(post("/healthz").as_bytes()).await.unwrap();
+    let (head, _) = response(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 405 "), "{head}");
+    tcp.write_all(fake.as_bytes()).await.unwrap();
+    let mut after = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut after)).await;
+    assert!(!after.windows(8).any(|w| w == b"HTTP/1.1"), "no answer to the body: {}", String::from_utf8_lossy(&after));
+}
+
+#[tokio::test]
+async fn a_pipelined_stream_request_is_answered_by_hyper() {
+    let _turn = GAUGE.lock().await;
+    let stack = Stack::start("20s").await;
+    let id = create_quote(&stack).await;
+    let mut tcp = TcpStream::connect(stack.core_url.trim_start_matches("http://")).await.unwrap();
+    // Sent in one write, the stream request is in hyper's buffer before the first is answered:
+    // hyper serves it (no hand-off), and the events still arrive.
+    let both = format!(
+        "GET /healthz HTTP/1.1\r\nHost: core\r\n\r\nGET /api/v1/quotes/{id}/events HTTP/1.1\r\nHost: core\r\n\r\n"
+    );
+    tcp.write_all(both.as_bytes()).await.unwrap();
+    let bytes = read_until(&mut tcp, b"event: complete", Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&bytes).to_lowercase();
+    assert_eq!(text.matches("http/1.1 200 ok\r\n").count(), 2, "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+}
+
 #[tokio::test]
 async fn other_requests_and_http2_streams_are_served_by_hyper() {
     let _turn = GAUGE.lock().await;

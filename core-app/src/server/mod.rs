@@ -1,8 +1,11 @@
 //! core-app's HTTP server. hyper serves every connection (HTTP/1.1 and HTTP/2), except an
 //! HTTP/1.1 request for an event stream, which is answered on the lean wire of [`stream`]:
 //! at 10 000 idle streams, hyper's per-connection buffers were most of core-app's memory.
-//! The router, and so every layer (tracing, metrics, CORS, limits), is the same for both.
+//! A stream request that opens its connection goes there at once; one that follows other
+//! requests on a kept-alive connection is taken back from hyper first ([`handoff`]). The
+//! router, and so every layer (tracing, metrics, CORS, limits), is the same for all of them.
 
+mod handoff;
 mod sniff;
 mod stream;
 
@@ -57,25 +60,43 @@ pub async fn run(listener: TcpListener, app: Router, is_stream: fn(&str) -> bool
 
 /// One connection, from its first bytes to its close.
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
     is_stream: fn(&str) -> bool,
     stop: watch::Receiver<bool>,
 ) {
-    // Each branch is boxed: the task's future is as large as its largest state, and a stream
-    // must not carry the size of a hyper connection.
-    let served = match peek_head(&tcp, is_stream).await {
-        Ok(Sniff::Stream { len, request }) => Box::pin(serve_stream(tcp, len, *request, peer, app, stop)).await,
-        Ok(_) => Box::pin(serve_hyper(tcp, peer, app, stop)).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = served {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    let mut stopping = std::pin::pin!(stopped(stop.clone()));
+    loop {
+        // A connection that has not said anything yet is simply closed at shutdown.
+        let sniffed = tokio::select! {
+            sniffed = peek_head(&tcp, is_stream) => sniffed,
+            () = &mut stopping => return,
+        };
+        // Each branch is boxed: the task's future is as large as its largest state, and a
+        // stream must not carry the size of a hyper connection.
+        let served = match sniffed {
+            Ok(Sniff::Stream { len, request }) => Box::pin(serve_stream(tcp, len, *request, peer, app, stop)).await,
+            Ok(Sniff::Http2) => Box::pin(serve_http2(tcp, peer, app, stop)).await,
+            Ok(_) => match Box::pin(serve_http1(tcp, peer, app.clone(), is_stream, stop.clone())).await {
+                // hyper gave the socket back: its next request is a stream.
+                Ok(Some(back)) => {
+                    tcp = back;
+                    continue;
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+        return;
     }
 }
 
-/// Recognises the connection's first request without consuming it, so that hyper reads it
+/// Recognises the connection's next request without consuming it, so that hyper reads it
 /// again when it is not a stream request.
 async fn peek_head(tcp: &TcpStream, is_stream: fn(&str) -> bool) -> std::io::Result<Sniff> {
     let mut bytes = vec![0; PEEK];
@@ -110,9 +131,45 @@ async fn serve_stream(
     stream::respond(tcp, response, stopped(stop)).await
 }
 
-/// Hands the connection to hyper, as `axum::serve` does; on `stop` it finishes the requests in
-/// flight and closes.
-async fn serve_hyper(
+/// Serves an HTTP/1.1 connection with hyper until it closes — or until, with no request in
+/// flight, the next one asks for an event stream: then the socket is returned, open, with that
+/// request unread. On `stop`, the requests in flight finish and the connection closes.
+async fn serve_http1(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    is_stream: fn(&str) -> bool,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<Option<TcpStream>> {
+    let gate = handoff::Gate::new(is_stream);
+    let counted = gate.clone();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let mut request = counted.request(request);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let (mut app, gate) = (app.clone(), counted.clone());
+        // Boxed: hyper hands the socket back only from a connection whose futures are Unpin.
+        Box::pin(async move { app.call(request).await.map(|response| gate.response(response)) })
+    });
+    let io = TokioIo::new(handoff::Watched::new(tcp, gate.clone()));
+    let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    let mut stopping = std::pin::pin!(stopped(stop));
+    let mut shutting = false;
+    std::future::poll_fn(|cx| {
+        if !shutting && stopping.as_mut().poll(cx).is_ready() {
+            shutting = true;
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+        }
+        conn.poll_without_shutdown(cx)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let parts = conn.into_parts();
+    // hyper read nothing of the stream request (it saw the end of the file instead).
+    Ok((gate.handed_off() && parts.read_buf.is_empty()).then(|| parts.io.into_inner().into_inner()))
+}
+
+/// Serves an HTTP/2 connection with hyper; on `stop`, the streams in flight finish.
+async fn serve_http2(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
@@ -123,7 +180,7 @@ async fn serve_hyper(
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().call(request)
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(tcp), service));
     let mut stopping = std::pin::pin!(stopped(stop));
     let mut shutting = false;

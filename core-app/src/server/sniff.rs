@@ -11,15 +11,27 @@ const MAX_HEADERS: usize = 64;
 pub enum Sniff {
     /// A request head that has not fully arrived.
     Incomplete,
-    /// Anything for hyper: another method or path, HTTP/1.0, HTTP/2, a body, an upgrade, or
-    /// bytes that do not parse.
+    /// HTTP/2 with prior knowledge (its connection preface).
+    Http2,
+    /// Anything else for hyper's HTTP/1: another method or path, HTTP/1.0, a body, an upgrade,
+    /// or bytes that do not parse.
     Other,
     /// A stream request whose head is the first `len` bytes.
     Stream { len: usize, request: Box<Request<()>> },
 }
 
-/// Reads `bytes` as the start of a connection; `is_stream` says which paths are streams.
+/// The connection preface of HTTP/2 with prior knowledge (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads `bytes` as the start of a connection (or of its next request); `is_stream` says which
+/// paths are streams.
 pub fn sniff(bytes: &[u8], is_stream: impl Fn(&str) -> bool) -> Sniff {
+    if bytes.starts_with(H2_PREFACE) {
+        return Sniff::Http2;
+    }
+    if H2_PREFACE.starts_with(bytes) {
+        return Sniff::Incomplete;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let len = match head.parse(bytes) {
@@ -96,11 +108,10 @@ mod tests {
 
     #[test]
     fn everything_else_goes_to_hyper() {
-        let others: [&[u8]; 9] = [
+        let others: [&[u8]; 8] = [
             b"POST /q/7/events HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /q/7 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /q/7/events HTTP/1.0\r\nHost: a\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET /q/7/events HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody",
             b"GET /q/7/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /q/7/events HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -114,6 +125,8 @@ mod tests {
             sniff(b"GET /q/7/events HTTP/1.1\r\nContent-Length: 0\r\n\r\n", events),
             Sniff::Stream { .. }
         ));
+        assert!(matches!(sniff(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00", events), Sniff::Http2));
+        assert!(matches!(sniff(b"PRI * HTTP/2", events), Sniff::Incomplete));
     }
 
     #[test]

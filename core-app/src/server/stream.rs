@@ -6,7 +6,7 @@
 //! on the connection, and bytes the client sends after its request are discarded.
 
 use axum::body::{Body, HttpBody};
-use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
@@ -25,7 +25,15 @@ pub enum Framing {
 }
 
 /// Headers that describe this hop's connection: the wire sets its own.
-const HOP_HEADERS: [HeaderName; 3] = [CONNECTION, TRANSFER_ENCODING, HeaderName::from_static("keep-alive")];
+const HOP_HEADERS: [HeaderName; 7] = [
+    CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    TE,
+    TRAILER,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// The status line and headers of `response`, and how its body follows them.
 pub fn head(response: &Response, now: std::time::SystemTime) -> (Vec<u8>, Framing) {
@@ -42,10 +50,12 @@ pub fn head(response: &Response, now: std::time::SystemTime) -> (Vec<u8>, Framin
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     };
-    for (name, value) in response.headers().iter().filter(|(n, _)| !HOP_HEADERS.contains(n)) {
+    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    // A response without a body has no length to give either.
+    let dropped = |name: &HeaderName| HOP_HEADERS.contains(name) || (bodiless && name == CONTENT_LENGTH);
+    for (name, value) in response.headers().iter().filter(|(n, _)| !dropped(n)) {
         line(&mut head, name.as_str().as_bytes(), value.as_bytes());
     }
-    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::Empty
     } else if response.headers().contains_key(CONTENT_LENGTH) {
@@ -96,7 +106,15 @@ pub async fn respond(mut tcp: TcpStream, response: Response, stop: impl Future<O
                 data = body.next() => match data {
                     // An empty chunk would end the body: skip it.
                     Some(Ok(data)) if data.is_empty() => {}
-                    Some(Ok(data)) => send(&tcp, &frame(&data, &framing)).await?,
+                    // A client that stops reading must not hold shutdown up: the write gives
+                    // way to `stop`, and the response is cut off mid-frame.
+                    Some(Ok(data)) => {
+                        let framed = frame(&data, &framing);
+                        tokio::select! {
+                            sent = send(&tcp, &framed) => sent?,
+                            () = &mut stop => return Ok(()),
+                        }
+                    }
                     // A body that fails is cut off without its end, so the client sees it failed.
                     Some(Err(e)) => return Err(io::Error::other(e)),
                     None => break,
