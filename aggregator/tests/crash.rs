@@ -103,7 +103,7 @@ async fn killed_poller_and_relay_lose_no_result() {
     for (name, style) in [("alfa", "create-poll"), ("reso", "offers-list")] {
         std::fs::write(dir.join(format!("{name}.yaml")), manifest(name, style, &sandbox.to_string())).unwrap();
     }
-    let agg_port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let agg_port = testkit::free_port();
     let agg_addr = format!("127.0.0.1:{agg_port}");
     let serve =
         |n: u32| spawn(&["serve", "--listen", &agg_addr], &agg_url, &topic, &dir.join(format!("serve-{n}.log")));

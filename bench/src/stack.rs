@@ -74,10 +74,6 @@ pub struct Stack {
     env: Env,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Stack {
     /// Fresh databases and topic, config files, processes; returns once all six insurers can take work.
     pub async fn start(env: &Env, label: &str) -> anyhow::Result<Stack> {
@@ -94,7 +90,8 @@ impl Stack {
         let topic = format!("bench.quote-events.{id}");
         create_topic(&env.brokers, &topic).await?;
 
-        let (sandbox_port, agg_port, core_port, base_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let (sandbox_port, agg_port, core_port, base_port) =
+            (testkit::free_port(), testkit::free_port(), testkit::free_port(), testkit::free_port());
         let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
         let config = write_configs(&dir, &sandbox_url)?;
         let mut stack = Stack {

@@ -28,6 +28,21 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// A free TCP port on 127.0.0.1 for a process a test is about to start. It is taken from below
+/// the kernel's ephemeral range (32768 and up by default): a port that `bind(0)` hands out can
+/// go to an outgoing connection before the child binds it, which then fails with "Address
+/// already in use".
+pub fn free_port() -> u16 {
+    const LOW: u128 = 20_000;
+    const SPAN: u128 = 12_000;
+    loop {
+        let port = (LOW + uuid::Uuid::new_v4().as_u128() % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A new, empty database on the local cluster, and a pool connected to it.
 ///
 /// Panics with a pointer to `make infra-up` when the cluster is not running: these tests

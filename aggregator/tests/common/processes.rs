@@ -126,10 +126,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The whole platform as processes, on fresh databases and a fresh topic.
 pub struct Platform {
     pub sandbox: Sandbox,
@@ -193,8 +189,8 @@ impl Platform {
             core_db,
             topic,
             group: testkit::unique_name("faults_core"),
-            aggregator_addr: format!("127.0.0.1:{}", free_port()),
-            core_addr: format!("127.0.0.1:{}", free_port()),
+            aggregator_addr: format!("127.0.0.1:{}", testkit::free_port()),
+            core_addr: format!("127.0.0.1:{}", testkit::free_port()),
             serve: None,
             pollers: BTreeMap::new(),
             core: None,

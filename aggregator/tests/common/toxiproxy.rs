@@ -44,7 +44,7 @@ impl Drop for Toxiproxy {
 
 impl Toxiproxy {
     pub async fn start() -> Toxiproxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = testkit::free_port();
         let log_path = std::env::temp_dir().join(format!("toxiproxy-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("setpriv")
