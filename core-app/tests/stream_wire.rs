@@ -277,6 +277,26 @@ async fn a_request_body_that_reads_like_a_stream_request_is_not_taken_for_one() 
 }
 
 #[tokio::test]
+async fn a_head_that_arrives_in_pieces_is_hypers_to_finish() {
+    let stack = Stack::start("20s").await;
+    let mut tcp = TcpStream::connect(stack.core_url.trim_start_matches("http://")).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: core\r\n\r\n").await.unwrap();
+    response(&mut tcp).await;
+    // On the kept-alive connection, half a head, then bytes that, read alone, are a stream
+    // request: they end the POST's head.
+    tcp.write_all(b"POST /api/v1/quotes HTTP/1.1\r\nHost: core\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rest = format!("\r\nGET /api/v1/quotes/{}/events HTTP/1.1\r\nHost: core\r\n\r\n", Uuid::new_v4());
+    tcp.write_all(rest.as_bytes()).await.unwrap();
+    // Both answers, which may come in one read: the POST's (it has no body), then the GET's.
+    let bytes = read_until(&mut tcp, b"HTTP/1.1 404 Not Found\r\n", Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    let post = text.find("HTTP/1.1 400 Bad Request\r\n").unwrap_or_else(|| panic!("the POST is answered: {text}"));
+    assert!(post < text.find("HTTP/1.1 404").unwrap(), "in order: {text}");
+    assert!(!text.to_lowercase().contains("connection: close"), "both by hyper: {text}");
+}
+
+#[tokio::test]
 async fn a_pipelined_stream_request_is_answered_by_hyper() {
     let _turn = GAUGE.lock().await;
     let stack = Stack::start("20s").await;

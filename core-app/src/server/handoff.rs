@@ -4,9 +4,10 @@
 //! proxy's pooled upstream connection), and would otherwise be served by hyper.
 //!
 //! hyper reads through [`Watched`]. A [`Gate`] counts the halves of requests in flight (each
-//! response body, and each request body not yet read to its end). When none is, `Watched`
+//! response body, and each request body not yet read to its end). When none is, hyper holds no
+//! bytes of a request it has not dispatched, and everything it wrote is flushed, `Watched`
 //! peeks at what arrives; a stream request makes it tell hyper the client closed. hyper then
-//! ends without shutting the socket down, and the caller takes it back. A request body that
+//! flushes and ends, `Watched` keeps the socket open, and the caller takes it back. A request body that
 //! was not read to its end closes the gate for good: where hyper stands in it is unknown
 //! (hyper closes such a connection today; the gate does not rely on that).
 
@@ -22,8 +23,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Bytes looked at for a stream request between requests (a longer head stays with hyper).
-const PEEK: usize = 2048;
+use super::PEEK;
 
 /// What a connection's reads and its requests share.
 #[derive(Clone)]
@@ -37,6 +37,11 @@ struct State {
     shut: AtomicBool,
     /// The next request is a stream: hyper has been told the client closed.
     handed_off: AtomicBool,
+    /// hyper was given bytes that no dispatched request has accounted for yet (a head in
+    /// pieces, a body): what arrives next may be the rest of them.
+    unaccounted: AtomicBool,
+    /// hyper wrote bytes it has not flushed yet (a response cut off by an end of file is lost).
+    unflushed: AtomicBool,
 }
 
 impl Gate {
@@ -47,6 +52,8 @@ impl Gate {
             in_flight: AtomicUsize::new(0),
             shut: AtomicBool::new(false),
             handed_off: AtomicBool::new(false),
+            unaccounted: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
         }))
     }
 
@@ -58,6 +65,7 @@ impl Gate {
     /// Counts `request` in flight until its response is sent (and its body, if it has one, read).
     pub fn request(&self, request: Request<Incoming>) -> Request<Body> {
         self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.0.unaccounted.store(false, Ordering::Release);
         if request.body().is_end_stream() {
             return request.map(Body::new);
         }
@@ -72,7 +80,10 @@ impl Gate {
     }
 
     fn idle(&self) -> bool {
-        self.0.in_flight.load(Ordering::Acquire) == 0 && !self.0.shut.load(Ordering::Acquire)
+        self.0.in_flight.load(Ordering::Acquire) == 0
+            && !self.0.shut.load(Ordering::Acquire)
+            && !self.0.unaccounted.load(Ordering::Acquire)
+            && !self.0.unflushed.load(Ordering::Acquire)
     }
 }
 
@@ -95,8 +106,13 @@ impl<B> Tracked<B> {
     fn finish(&mut self, whole: bool) {
         if !self.done {
             self.done = true;
-            if !whole && self.half == Half::Request {
-                self.gate.0.shut.store(true, Ordering::Release);
+            if self.half == Half::Request {
+                if whole {
+                    // The body's bytes are accounted for.
+                    self.gate.0.unaccounted.store(false, Ordering::Release);
+                } else {
+                    self.gate.0.shut.store(true, Ordering::Release);
+                }
             }
             self.gate.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
@@ -168,12 +184,18 @@ impl AsyncRead for Watched {
                 }
             }
         }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.gate.0.unaccounted.store(true, Ordering::Release);
+        }
+        read
     }
 }
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.gate.0.unflushed.store(true, Ordering::Release);
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
@@ -182,6 +204,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.gate.0.unflushed.store(true, Ordering::Release);
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
@@ -190,10 +213,19 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        // hyper flushes the socket once its own buffer is written out.
+        let flushed = Pin::new(&mut self.tcp).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            self.gate.0.unflushed.store(false, Ordering::Release);
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.gate.handed_off() {
+            // The socket goes on to the lean wire.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 /// Bytes of a connection looked at to recognise a stream request; a longer head goes to hyper.
-const PEEK: usize = 4096;
+pub(crate) const PEEK: usize = 4096;
 
 /// How long a request head may take to arrive in pieces before hyper is given the connection.
 const PEEK_PATIENCE: Duration = Duration::from_millis(200);
@@ -132,8 +132,9 @@ async fn serve_stream(
 }
 
 /// Serves an HTTP/1.1 connection with hyper until it closes — or until, with no request in
-/// flight, the next one asks for an event stream: then the socket is returned, open, with that
-/// request unread. On `stop`, the requests in flight finish and the connection closes.
+/// flight and everything written flushed, the next one asks for an event stream: then the
+/// socket is returned, open, with that request unread. On `stop`, the requests in flight
+/// finish and the connection closes.
 async fn serve_http1(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -154,18 +155,28 @@ async fn serve_http1(
     let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     let mut stopping = std::pin::pin!(stopped(stop));
     let mut shutting = false;
+    // Polled as a future, so that hyper flushes what it has written and shuts the socket down
+    // (which `Watched` skips after a hand-off) before `into_parts`.
     std::future::poll_fn(|cx| {
         if !shutting && stopping.as_mut().poll(cx).is_ready() {
             shutting = true;
             std::pin::Pin::new(&mut conn).graceful_shutdown();
         }
-        conn.poll_without_shutdown(cx)
+        std::pin::Pin::new(&mut conn).poll(cx)
     })
     .await
     .map_err(std::io::Error::other)?;
+    if !gate.handed_off() {
+        return Ok(None);
+    }
     let parts = conn.into_parts();
-    // hyper read nothing of the stream request (it saw the end of the file instead).
-    Ok((gate.handed_off() && parts.read_buf.is_empty()).then(|| parts.io.into_inner().into_inner()))
+    if !parts.read_buf.is_empty() {
+        // hyper saw the end of the file instead of the stream request, so it cannot hold any of
+        // it; should it hold anything, the connection is dropped rather than misread.
+        tracing::debug!(bytes = parts.read_buf.len(), "hand-off with bytes in hyper's buffer; closing");
+        return Ok(None);
+    }
+    Ok(Some(parts.io.into_inner().into_inner()))
 }
 
 /// Serves an HTTP/2 connection with hyper; on `stop`, the streams in flight finish.
