@@ -169,6 +169,7 @@ impl Traced {
             tracing::info!(insurer = %event.insurer, version = event.version, result = applied.label(), "event applied")
         });
         metrics::counter!("quote_events_consumed_total", "result" => applied.label()).increment(1);
+        store::count_completed(u64::from(applied.completed()));
         let lag = (chrono::Utc::now() - event.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
         metrics::histogram!("quote_event_delivery_seconds").record(lag);
     }

@@ -37,6 +37,11 @@ pub enum Applied {
 }
 
 impl Applied {
+    /// Whether the quote completed with this event.
+    pub fn completed(self) -> bool {
+        matches!(self, Applied::Stored { completed: true, .. })
+    }
+
     /// A short label for metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -109,10 +114,21 @@ pub async fn create(
             .await?;
     let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
     early.sort_by_key(|e| (e.insurer.clone(), e.version));
+    let mut completed = false;
     for event in &early {
-        apply_in(&mut tx, event).await?;
+        completed |= apply_in(&mut tx, event).await?.completed();
     }
-    tx.commit().await
+    tx.commit().await?;
+    count_completed(u64::from(completed));
+    Ok(())
+}
+
+/// Counts quotes completed by a transaction, once it has committed: one rolled back and done
+/// again must not count twice.
+pub fn count_completed(quotes: u64) {
+    if quotes > 0 {
+        metrics::counter!("quotes_completed_total").increment(quotes);
+    }
 }
 
 /// Applies one event from the aggregator exactly once.
@@ -342,7 +358,6 @@ async fn complete(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<
     .bind(CHANNEL)
     .execute(&mut *tx)
     .await?;
-    metrics::counter!("quotes_completed_total").increment(1);
     Ok(true)
 }
 
@@ -362,6 +377,7 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    let mut completed = 0;
     for &(quote, next_seq) in &due {
         let mut seq = next_seq;
         let pending: Vec<(String, String)> = sqlx::query_as(
@@ -377,10 +393,11 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
             insert_event(&mut tx, quote, seq, None, "status", &data).await?;
             seq += 1;
         }
-        complete_if_done(&mut tx, quote, seq).await?;
+        completed += u64::from(complete_if_done(&mut tx, quote, seq).await?);
         notify(&mut tx, quote).await?;
     }
     tx.commit().await?;
+    count_completed(completed);
     Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 

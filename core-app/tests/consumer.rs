@@ -22,6 +22,7 @@ fn accepted(id: Uuid) -> Accepted {
 
 #[tokio::test]
 async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
+    let prometheus = platform::metrics::install();
     let (pool, _) = testkit::fresh_database("consumer").await;
     core_app::MIGRATOR.run(&pool).await.unwrap();
     let topic = testkit::fresh_topic("quote_events", 1).await;
@@ -93,6 +94,10 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
         assert_eq!(events, want, "quote {n}: each result once, in order, then complete");
     }
     assert_eq!(early().await, 0);
+    // Counted once each, after commit: 19 in the consumer's round, the last when it was stored.
+    let text = prometheus.render();
+    let completed = text.lines().find_map(|l| l.strip_prefix("quotes_completed_total ")).map(str::trim);
+    assert_eq!(completed, Some("20"), "{text}");
     stop.send(()).unwrap();
     running.await.unwrap();
 }
