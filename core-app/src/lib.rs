@@ -77,14 +77,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let listen = tokio::spawn(hub.clone().listen(settings.pool.clone()));
     platform::kafka::ensure_topic(&settings.kafka_brokers, &settings.topic).await;
     let consumer = consumer::consumer(&settings.kafka_brokers, &settings.consumer_group, &settings.topic)?;
-    let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, stopped(stop_rx.clone())));
-    let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), stopped(stop_rx.clone())));
+    let consuming = tokio::spawn(consumer::run(settings.pool.clone(), consumer, server::stopped(stop_rx.clone())));
+    let deadlines = tokio::spawn(deadline::run(settings.pool.clone(), server::stopped(stop_rx.clone())));
     let state = AppState::new(settings.pool, hub, settings.aggregator, settings.api);
     let http = tokio::spawn(server::run(listener, router(state), api::is_stream_path, stop_rx));
     shutdown.await;

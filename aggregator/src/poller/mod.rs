@@ -11,8 +11,9 @@
 //! comes first (a call still running at the task's deadline is cut off and the task
 //! expires). A final outcome is written together with its outbox event in one transaction
 //! (`store`). A short wait (at most half a lease) is held in memory: the replica keeps the
-//! task and its lease and calls again, writing only a new reference and the lease's renewal
-//! (with the progress); a longer wait, or one for the circuit breaker, writes the progress
+//! task and its lease and calls again, writing only a new reference (unless the create may
+//! be repeated: then it goes with the next write) and the lease's renewal (with the
+//! progress); a longer wait, or one for the circuit breaker, writes the progress
 //! and the next due time and gives the task back. What a result means is decided by pure
 //! functions ([`transition`], [`schedule`]).
 //!

@@ -171,13 +171,14 @@ impl AsyncRead for Watched {
             return Poll::Ready(Ok(()));
         }
         if self.gate.idle() {
-            let mut head = [0u8; PEEK];
-            let mut peeked = ReadBuf::new(&mut head);
+            // Uninitialised: this runs before every request of a kept-alive connection.
+            let mut head = [std::mem::MaybeUninit::<u8>::uninit(); PEEK];
+            let mut peeked = ReadBuf::uninit(&mut head);
             match self.tcp.poll_peek(cx, &mut peeked) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(n)) => {
-                    if let Sniff::Stream { .. } = sniff(&head[..n], self.gate.0.is_stream) {
+                Poll::Ready(Ok(_)) => {
+                    if let Sniff::Stream { .. } = sniff(peeked.filled(), self.gate.0.is_stream) {
                         self.gate.0.handed_off.store(true, Ordering::Release);
                         return Poll::Ready(Ok(()));
                     }

@@ -16,6 +16,7 @@ use axum::http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sniff::Sniff;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -125,9 +126,7 @@ async fn serve_stream(
 ) -> std::io::Result<()> {
     // The head was only peeked at: take it off the socket now.
     tcp.read_exact(&mut vec![0; len]).await?;
-    let mut request = request.map(|()| Body::empty());
-    request.extensions_mut().insert(ConnectInfo(peer));
-    let Ok(response) = app.oneshot(request).await;
+    let Ok(response) = app.oneshot(from(peer, request.map(|()| Body::empty()))).await;
     stream::respond(tcp, response, stopped(stop)).await
 }
 
@@ -145,27 +144,16 @@ async fn serve_http1(
     let gate = handoff::Gate::new(is_stream);
     let counted = gate.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let mut request = counted.request(request);
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let request = from(peer, counted.request(request));
         let (mut app, gate) = (app.clone(), counted.clone());
         // Boxed: hyper hands the socket back only from a connection whose futures are Unpin.
         Box::pin(async move { app.call(request).await.map(|response| gate.response(response)) })
     });
     let io = TokioIo::new(handoff::Watched::new(tcp, gate.clone()));
     let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-    let mut stopping = std::pin::pin!(stopped(stop));
-    let mut shutting = false;
     // Polled as a future, so that hyper flushes what it has written and shuts the socket down
     // (which `Watched` skips after a hand-off) before `into_parts`.
-    std::future::poll_fn(|cx| {
-        if !shutting && stopping.as_mut().poll(cx).is_ready() {
-            shutting = true;
-            std::pin::Pin::new(&mut conn).graceful_shutdown();
-        }
-        std::pin::Pin::new(&mut conn).poll(cx)
-    })
-    .await
-    .map_err(std::io::Error::other)?;
+    drive(&mut conn, stop, |conn| conn.graceful_shutdown()).await.map_err(std::io::Error::other)?;
     if !gate.handed_off() {
         return Ok(None);
     }
@@ -187,26 +175,39 @@ async fn serve_http2(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().call(request)
+        app.clone().call(from(peer, request.map(Body::new)))
     });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(tcp), service));
+    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(tcp), service));
+    drive(&mut conn, stop, |conn| conn.get_mut().as_mut().graceful_shutdown()).await.map_err(std::io::Error::other)
+}
+
+/// `request` as the router sees it: with the client's address (`ConnectInfo`).
+fn from<B>(peer: SocketAddr, mut request: Request<B>) -> Request<B> {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request
+}
+
+/// Polls a hyper connection to its end; once `stop` turns true, asks it (once) to finish the
+/// requests in flight and close.
+async fn drive<C: Future + Unpin>(
+    conn: &mut C,
+    stop: watch::Receiver<bool>,
+    graceful: impl Fn(Pin<&mut C>),
+) -> C::Output {
     let mut stopping = std::pin::pin!(stopped(stop));
     let mut shutting = false;
-    loop {
-        tokio::select! {
-            served = conn.as_mut() => return served.map_err(std::io::Error::other),
-            () = &mut stopping, if !shutting => {
-                shutting = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    std::future::poll_fn(|cx| {
+        if !shutting && stopping.as_mut().poll(cx).is_ready() {
+            shutting = true;
+            graceful(Pin::new(&mut *conn));
         }
-    }
+        Pin::new(&mut *conn).poll(cx)
+    })
+    .await
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
