@@ -401,14 +401,27 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
-/// Whether the quote is complete, and the trace it was created in; `None` when it does not exist.
-pub async fn completion(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<(bool, Option<TraceParent>)>> {
-    let row: Option<(bool, Option<String>)> =
-        sqlx::query_as("SELECT completed_at IS NOT NULL, traceparent FROM quotes WHERE id = $1")
+/// What an event stream needs to know of its quote when it opens.
+pub struct Opening {
+    pub complete: bool,
+    /// The trace the quote was created in.
+    pub trace: Option<TraceParent>,
+    /// The sequence number of its latest event (0 before the first).
+    pub latest: i64,
+}
+
+/// The quote as a stream opens on it; `None` when it does not exist.
+pub async fn opening(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<Opening>> {
+    let row: Option<(bool, Option<String>, i64)> =
+        sqlx::query_as("SELECT completed_at IS NOT NULL, traceparent, next_seq - 1 FROM quotes WHERE id = $1")
             .bind(quote)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(complete, trace)| (complete, trace.as_deref().and_then(TraceParent::parse))))
+    Ok(row.map(|(complete, trace, latest)| Opening {
+        complete,
+        trace: trace.as_deref().and_then(TraceParent::parse),
+        latest,
+    }))
 }
 
 /// One stored event, as SSE sends it.

@@ -41,6 +41,10 @@ async fn a_quote_streams_every_insurer_result_then_completes() {
     assert_eq!(created["events_url"], format!("/api/v1/quotes/{id}/events"));
     assert!(created["deadline"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().is_ok());
 
+    // A made-up id past every event, sent while the quote is live, follows what comes next.
+    let beyond_url = format!("{}/api/v1/quotes/{id}/events", stack.core_url);
+    let beyond =
+        tokio::spawn(async move { sse::read(&beyond_url, Some(&i64::MAX.to_string()), Duration::from_secs(30)).await });
     let stream = follow(&stack.core_url, created["events_url"].as_str().unwrap()).await;
     assert_eq!(stream.status, 200);
     assert!(stream.content_type.starts_with("text/event-stream"));
@@ -82,6 +86,13 @@ async fn a_quote_streams_every_insurer_result_then_completes() {
         .unwrap();
     assert_eq!(quote["best_offer"]["insurer"], cheapest, "alfa prices at 0.9 of the corridor, ingos at 1.0");
     assert_eq!(quote["insurers"].as_array().unwrap().len(), 3);
+
+    let beyond = beyond.await.unwrap();
+    assert_eq!(beyond.status, 200);
+    assert!(beyond.closed_by_server, "the stream ends with the quote");
+    assert_eq!(beyond.events.last().map(|e| e.event.as_str()), Some("complete"));
+    let beyond_ids: Vec<i64> = beyond.events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
+    assert!(ids.ends_with(&beyond_ids), "what followed the opening, in order: {beyond_ids:?} of {ids:?}");
 
     // Resuming after the second event replays only what followed it; after the last, nothing.
     let resumed =

@@ -34,8 +34,8 @@ pub struct Resume {
 #[utoipa::path(get, path = "/api/v1/quotes/{id}/events", tag = "quotes",
     params(
         ("id" = Uuid, Path, description = "Quote id"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id; a value that is not an event id starts from the first event"),
-        ("last_event_id" = Option<i64>, Query, description = "Resume after this event, for clients that cannot set Last-Event-ID; the header wins"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id; a value that is not a number starts from the first event, an id past the latest event resumes after the latest"),
+        ("last_event_id" = Option<i64>, Query, description = "Resume after this event, for clients that cannot set Last-Event-ID; the header wins; read as the header is"),
     ),
     responses(
         (status = 200, description = "Events `status` and `offer`, then `complete`, after which the server closes; \
@@ -65,16 +65,18 @@ pub async fn stream(
     let mut subscription = state.hub.subscribe(id);
     subscription.mark_seen();
     // Completion first, events second: a quote completing in between still has its events read.
-    let (complete, trace) =
-        store::completion(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
+    let opening = store::opening(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
+    // An id past the quote's latest event (a bookmark from elsewhere, or a made-up one) resumes
+    // after the latest: the stream then follows what comes next and ends with `complete`.
+    let last = last.clamp(0, opening.latest);
     let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
-    if first.is_empty() && complete {
+    if first.is_empty() && opening.complete {
         // 204 tells EventSource not to reconnect: the stream is over.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // The stream belongs to the quote's trace, not to this request's (EventSource cannot send a
     // traceparent); a quote stored without one is traced by its id, as the pollers do.
-    let trace = TraceParent::of_work(trace, id.as_u128());
+    let trace = TraceParent::of_work(opening.trace, id.as_u128());
     let span = tracing::info_span!(parent: None, "stream", quote = %id, trace_id = %trace.trace_id(), after = last);
     platform::trace::span_in(&span, &trace);
     span.in_scope(|| tracing::info!("event stream opened"));
