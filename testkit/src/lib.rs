@@ -43,7 +43,9 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A new, empty database on the local cluster, and a pool connected to it.
+/// A new, empty database on the local cluster, and a pool connected to it. It is named
+/// `t<unix seconds>_<prefix>_<hex>` and kept after the test, to look at when one fails; the
+/// first test of a later process drops those of earlier runs (see [`drop_left_over`]).
 ///
 /// Panics with a pointer to `make infra-up` when the cluster is not running: these tests
 /// are meant to fail loudly, not to skip, when their infrastructure is missing.
@@ -52,12 +54,50 @@ pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("cannot reach Postgres at {url}: {e}; start it with `make infra-up`"));
-    let name = unique_name(prefix);
+    static PRUNING: std::sync::Once = std::sync::Once::new();
+    let mut first = false;
+    PRUNING.call_once(|| first = true);
+    if first {
+        drop_left_over(&mut admin).await;
+    }
+    let name = unique_name(&format!("t{}_{prefix}", unix_now().as_secs()));
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
     let options = PgConnectOptions::from_str(&url).expect("OSAGO_PG_URL").database(&name);
     let db_url = options.to_url_lossy().to_string();
     let pool = platform::db::pool_options(8).connect_with(options).await.expect("connect to the new database");
     (pool, db_url)
+}
+
+/// A test database older than this was left by an earlier run: no test runs this long.
+const LEFT_OVER_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// Drops the test databases of earlier runs. Left to pile up, they cost more than disk: the
+/// autovacuum launcher visits every database once a minute, each visit a new backend, and on
+/// a cluster with two thousand of them that was a steady fifth of a core under the benchmarks.
+/// A database still in use refuses the drop, and is left.
+async fn drop_left_over(admin: &mut sqlx::PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^t[0-9]+_'")
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+    let cutoff = unix_now().saturating_sub(LEFT_OVER_AFTER).as_secs();
+    let old: Vec<String> = names.into_iter().filter(|n| created_at(n).is_some_and(|at| at < cutoff)).collect();
+    if old.is_empty() {
+        return;
+    }
+    eprintln!("testkit: dropping {} test databases left by earlier runs", old.len());
+    for name in old {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *admin).await;
+    }
+}
+
+/// When a test database was created, from its name.
+fn created_at(name: &str) -> Option<u64> {
+    name.strip_prefix('t')?.split('_').next()?.parse().ok()
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// A new topic with `partitions` partitions on the local broker.
@@ -75,4 +115,14 @@ pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
         result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic}: {code}"));
     }
     name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_test_databases_name_tells_its_age() {
+        assert_eq!(super::created_at("t1764535000_agg_0123456789ab"), Some(1_764_535_000));
+        assert_eq!(super::created_at("agg_0123456789ab"), None);
+        assert_eq!(super::created_at("tasks_x"), None);
+    }
 }
