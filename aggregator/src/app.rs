@@ -1,5 +1,6 @@
 //! `aggregator serve`: the intake API and the outbox relay in one process.
 
+use crate::intake::writer::Writer;
 use crate::intake::{self, Intake};
 use crate::partners::Partners;
 use crate::relay;
@@ -34,15 +35,20 @@ pub fn probes(pool: PgPool) -> Router {
 /// The HTTP router: intake plus the probes.
 pub fn router(pool: PgPool, partners: Partners, partner_rate: (u32, u32)) -> Router {
     let limit = KeyedLimit::per_second(partner_rate.0, partner_rate.1);
-    intake::router(Intake { pool: pool.clone(), partners: Arc::new(partners), limit })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .merge(probes(pool))
-        .layer(axum::middleware::from_fn(track_http))
-        .layer(axum::middleware::from_fn(platform::trace::layer))
+    intake::router(Intake {
+        pool: pool.clone(),
+        partners: Arc::new(partners),
+        limit,
+        writer: Writer::start(pool.clone()),
+    })
+    .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::GATEWAY_TIMEOUT,
+        Duration::from_secs(30),
+    ))
+    .merge(probes(pool))
+    .layer(axum::middleware::from_fn(track_http))
+    .layer(axum::middleware::from_fn(platform::trace::layer))
 }
 
 /// Serves intake on `listener` and runs the relay until `shutdown` resolves.

@@ -1,6 +1,7 @@
 //! The partner intake over HTTP on the real local Postgres: authentication, per-partner
 //! rate limits, idempotency, the one-transaction write, and refusing doomed work.
 
+use aggregator::intake::writer::{self, NewApplication, Writer};
 use aggregator::partners::Partners;
 use aggregator::registry;
 use serde_json::{Value, json};
@@ -147,4 +148,70 @@ async fn no_insurer_able_to_work_means_503_at_once() {
 
     register(&pool, "reso", "half_open").await;
     assert_eq!(submit(&url, "web-token-123", None, &application()).await.status(), 201, "one insurer can work again");
+}
+
+fn new_application(partner: &str, key: Option<&str>, n: u8) -> NewApplication {
+    NewApplication {
+        id: uuid::Uuid::new_v4(),
+        partner: partner.into(),
+        key: key.map(Into::into),
+        hash: vec![n],
+        request: json!({ "n": n }),
+        trace: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_application_whole_and_a_key_given_twice_once() {
+    let (pool, _) = testkit::fresh_database("intake").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    register(&pool, "alfa", "closed").await;
+    register(&pool, "reso", "closed").await;
+    let batch = [
+        new_application("web", Some("k"), 1),
+        new_application("web", None, 2),
+        new_application("web", Some("k"), 3),
+        new_application("flood", Some("k"), 4),
+    ];
+    let stored = writer::store(&pool, &batch).await.unwrap();
+    let got: Vec<bool> = stored.iter().map(Option::is_some).collect();
+    assert_eq!(got, [true, true, false, true], "the key's second use in the batch is left to replay");
+    for created in stored.iter().flatten() {
+        let names: Vec<&str> = created.insurers.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["alfa", "reso"]);
+        assert_eq!(created.insurers[1].display_name, "RESO");
+    }
+    // Each application is stored with its own request and its own tasks.
+    for (application, created) in batch.iter().zip(&stored) {
+        let row: Option<(Value, i64)> = sqlx::query_as(
+            "SELECT a.request, (SELECT count(*) FROM tasks t WHERE t.application_id = a.id) FROM applications a WHERE a.id = $1",
+        )
+        .bind(application.id)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        match created {
+            Some(_) => assert_eq!(row, Some((application.request.clone(), 2))),
+            None => assert_eq!(row, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn applications_arriving_together_share_a_commit() {
+    let (pool, _) = testkit::fresh_database("intake").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    register(&pool, "alfa", "closed").await;
+    let writer = Writer::start(pool.clone());
+    // On this single-threaded runtime all 48 are queued before the writer first runs.
+    let writes = (0..48).map(|n| writer.write(new_application("web", None, n)));
+    let created = futures::future::join_all(writes).await;
+    assert!(created.iter().all(|c| matches!(c, Ok(Some(_)))));
+    let (applications, tasks, transactions): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), (SELECT count(*) FROM tasks), count(DISTINCT xmin::text) FROM applications")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((applications, tasks), (48, 48));
+    assert!(transactions <= 4, "48 applications in {transactions} transactions");
 }

@@ -1,6 +1,9 @@
 //! The partner intake API: `POST /internal/v1/applications` stores an application and one
-//! task per active insurer in ONE statement, wakes those insurers' pollers, and answers
-//! with the id it generated; `GET /internal/v1/insurers` lists who can take work.
+//! task per active insurer in ONE transaction (shared with the applications that arrived
+//! alongside, see [`writer`]), wakes those insurers' pollers, and answers with the id it
+//! generated; `GET /internal/v1/insurers` lists who can take work.
+
+pub mod writer;
 
 use crate::partners::Partners;
 use crate::registry::{self, ActiveInsurer};
@@ -21,6 +24,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+use writer::{NewApplication, Writer};
 
 /// Longest accepted Idempotency-Key.
 const MAX_KEY_LEN: usize = 128;
@@ -34,6 +38,8 @@ pub struct Intake {
     pub partners: Arc<Partners>,
     /// Each partner's own request budget.
     pub limit: KeyedLimit<String>,
+    /// Stores applications, several to a statement under load.
+    pub writer: Writer,
 }
 
 /// The intake routes (without health and metrics, which the caller adds).
@@ -82,7 +88,15 @@ async fn create_application(
     })?;
     let normalised = serde_json::to_value(&request).map_err(internal)?;
     let hash = Sha256::digest(normalised.to_string().as_bytes()).to_vec();
-    match store(&state.pool, &partner, key.as_deref(), &hash, &normalised, &trace).await.map_err(Problem::database)? {
+    let application = NewApplication {
+        id: Uuid::new_v4(),
+        partner: partner.clone(),
+        key,
+        hash,
+        request: normalised,
+        trace: trace.to_string(),
+    };
+    match store(&state, application).await? {
         Stored::Created(accepted) => {
             metrics::counter!("intake_applications_total", "partner" => partner.clone(), "outcome" => "created")
                 .increment(1);
@@ -106,63 +120,22 @@ enum Stored {
     NoInsurers,
 }
 
-/// Intake's write in one statement (one transaction, one round trip): read the live
-/// insurers, store the application and one task each, wake their pollers. Only a key seen
-/// before, or no insurer to take the work, costs a second statement.
-async fn store(
-    pool: &PgPool,
-    partner: &str,
-    key: Option<&str>,
-    hash: &[u8],
-    request: &serde_json::Value,
-    trace: &TraceParent,
-) -> sqlx::Result<Stored> {
-    // With every breaker open, each task would fail at once: `usable` is empty then, and the
-    // application is refused instead of accepting doomed work. Times are the database's.
-    let sql = format!(
-        "WITH live AS (
-             SELECT name, display_name, breaker_state,
-                    now() + quote_timeout_ms * interval '1 millisecond' AS deadline
-             FROM insurers WHERE {alive}
-         ), usable AS (
-             SELECT * FROM live WHERE EXISTS (SELECT 1 FROM live WHERE breaker_state <> 'open')
-         ), application AS (
-             INSERT INTO applications (id, partner, idempotency_key, request_hash, request, deadline, traceparent)
-             SELECT $1, $2, $3, $4, $5, max(deadline), $6 FROM usable HAVING count(*) > 0
-             ON CONFLICT (partner, idempotency_key) DO NOTHING
-             RETURNING id, deadline
-         ), assigned AS (
-             INSERT INTO tasks (application_id, insurer, deadline)
-             SELECT application.id, usable.name, usable.deadline FROM application, usable
-             RETURNING insurer
-         ), notified AS (
-             SELECT count(pg_notify($7, insurer)) AS n FROM assigned
-         )
-         SELECT usable.name, usable.display_name, application.deadline, notified.n
-         FROM application, usable, notified ORDER BY usable.name",
-        alive = *registry::ALIVE
-    );
-    let id = Uuid::new_v4();
-    let rows: Vec<(String, String, DateTime<Utc>, i64)> = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(partner)
-        .bind(key)
-        .bind(hash)
-        .bind(request)
-        .bind(trace.to_string())
-        .bind(registry::TASKS_CHANNEL)
-        .fetch_all(pool)
-        .await?;
-    let Some(deadline) = rows.first().map(|row| row.2) else {
-        // Nothing stored: the key was taken (by this partner before, or by a concurrent
-        // request that won the race: answer as it did), or no insurer could take the work.
-        return Ok(match key {
-            Some(key) => replay(pool, partner, key, hash).await?.unwrap_or(Stored::NoInsurers),
-            None => Stored::NoInsurers,
-        });
-    };
-    let insurers = rows.into_iter().map(|(name, display_name, ..)| AssignedInsurer { name, display_name }).collect();
-    Ok(Stored::Created(Accepted { id, insurers, deadline }))
+/// Stores `application`; only a key seen before, or no insurer to take the work, costs a
+/// second statement.
+async fn store(state: &Intake, application: NewApplication) -> Result<Stored, Problem> {
+    let id = application.id;
+    let (partner, key, hash) = (application.partner.clone(), application.key.clone(), application.hash.clone());
+    if let Some(created) = state.writer.write(application).await? {
+        return Ok(Stored::Created(Accepted { id, insurers: created.insurers, deadline: created.deadline }));
+    }
+    // Nothing stored: the key was taken (by this partner before, or by a concurrent request
+    // that won the race: answer as it did), or no insurer could take the work.
+    Ok(match key {
+        Some(key) => {
+            replay(&state.pool, &partner, &key, &hash).await.map_err(Problem::database)?.unwrap_or(Stored::NoInsurers)
+        }
+        None => Stored::NoInsurers,
+    })
 }
 
 /// The stored answer for `key`, or `None` when the key is new.
