@@ -215,3 +215,20 @@ async fn applications_arriving_together_share_a_commit() {
     assert_eq!((applications, tasks), (48, 48));
     assert!(transactions <= 4, "48 applications in {transactions} transactions");
 }
+
+#[tokio::test]
+async fn an_application_whose_caller_gave_up_while_queued_is_not_stored() {
+    use futures::FutureExt;
+    let (pool, _) = testkit::fresh_database("intake").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    register(&pool, "alfa", "closed").await;
+    let writer = Writer::start(pool.clone());
+    let abandoned = new_application("web", None, 1);
+    // Polled once: queued, then dropped before the writer (on this single-threaded runtime)
+    // first runs.
+    assert!(writer.write(abandoned.clone()).now_or_never().is_none());
+    let kept = new_application("web", None, 2);
+    assert!(writer.write(kept.clone()).await.unwrap().is_some());
+    let stored: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM applications").fetch_all(&pool).await.unwrap();
+    assert_eq!(stored, [kept.id]);
+}

@@ -729,7 +729,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 "Closed loop, {} workers sending back to back for {:.0} s, alternating baseline and intake, {} times; pollers paused \
             (SIGSTOP) so that only the intake path runs. The baseline (`bench-baseline`) is an axum handler that parses the same JSON \
             and does one `INSERT` into its own database on the same Postgres, pool of 32 like core-app. Intake is core-app validating, \
-            calling the aggregator (which stores the application and 6 tasks in one transaction), and storing the quote. \
+            calling the aggregator (which stores the application and 6 tasks in one transaction, shared with the applications that arrived alongside), and storing the quote. \
             *Aggregator alone* is the aggregator's half of it, `POST /internal/v1/applications` sent straight from the bench \
             with core-app's partner token: the most intake could reach with the synchronous hop of the design (DESIGN §3) \
             if core-app cost nothing.",
@@ -779,7 +779,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             w(
                 &mut md,
                 format!(
-                    "The aggregator's half alone: {:.0} % of the baseline — the ceiling of intake in this design.",
+                    "The aggregator's half alone: {:.0} % of the baseline — the most intake could reach in this design.",
                     alone.median / base.median.max(1e-9) * 100.0
                 ),
             );

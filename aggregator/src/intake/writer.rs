@@ -82,6 +82,12 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
+        // A caller that gave up while queued (timed out, went away) gets no answer, so its
+        // application is not stored either: a retry without a key would make it twice.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
         let pool = pool.clone();
         tokio::spawn(async move {
             let (applications, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.application, j.reply)).unzip();
