@@ -66,9 +66,19 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A poller is light I/O on a handful of sockets; on one thread it has no wake-ups across
+    // threads to pay for (six pollers share the node's cores with everything else, and a
+    // busier insurer scales out by replicas). `serve` answers many callers at once.
+    let runtime = match cli.command {
+        Command::Poller { .. } => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let service = if matches!(cli.command, Command::Poller { .. }) { "poller" } else { "aggregator" };
     let _telemetry = platform::telemetry::init(service);
     let mut options: PgConnectOptions = cli.database_url.parse()?;
