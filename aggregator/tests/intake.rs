@@ -232,3 +232,16 @@ async fn an_application_whose_caller_gave_up_while_queued_is_not_stored() {
     let stored: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM applications").fetch_all(&pool).await.unwrap();
     assert_eq!(stored, [kept.id]);
 }
+
+#[tokio::test]
+async fn an_application_queued_too_long_is_refused_not_stored() {
+    let (pool, _) = testkit::fresh_database("intake").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    register(&pool, "alfa", "closed").await;
+    // Every application has been queued for at least no time at all.
+    let writer = Writer::with_max_queued(pool.clone(), Duration::ZERO);
+    let refused = writer.write(new_application("web", None, 1)).await.unwrap_err();
+    assert_eq!(refused.status, 503);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM applications").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, 0);
+}

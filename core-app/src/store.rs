@@ -73,45 +73,46 @@ pub async fn create(
     grace: chrono::Duration,
     trace: Option<&TraceParent>,
 ) -> sqlx::Result<()> {
-    // The quote's arrival lock (see `apply_unmatched`) is taken with BEGIN, in the same round
-    // trip, and held until commit: an event of this quote either is in early_events by then or
-    // sees the quote. The next statement takes its snapshot under the lock, so it sees every
-    // early event; it stores the quote and its insurers and takes those events in one go
-    // (each round trip costs a wake-up on both sides, most of what a create costs).
-    let mut tx = pool.begin_with(format!("BEGIN; SELECT pg_advisory_xact_lock({})", arrival_lock(accepted.id))).await?;
+    let mut tx = pool.begin().await?;
+    // The quote's arrival lock (see `apply_in`) is taken before the row is written and held
+    // until commit, so an event of this quote either is in early_events by then or sees the
+    // quote. Quote and insurers are one statement (each round trip costs a context switch on
+    // both sides); the early events need the next one, whose snapshot is taken under the lock.
     let (names, display_names): (Vec<&str>, Vec<&str>) =
         accepted.insurers.iter().map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
-    let rows: Vec<(bool, Option<sqlx::types::Json<QuoteEvent>>)> = sqlx::query_as(
+    let inserted: i64 = sqlx::query_scalar(
         "WITH quote AS (
              INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, $3, $4, $5, $7 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
              ON CONFLICT (id) DO NOTHING
              RETURNING id
          ), insurers AS (
              INSERT INTO quote_insurers (quote_id, insurer, display_name)
              SELECT quote.id, i.name, i.display_name
-             FROM quote, unnest($7::text[], $8::text[]) AS i (name, display_name)
-         ), early AS (
-             DELETE FROM early_events WHERE quote_id = $1 AND EXISTS (SELECT 1 FROM quote)
-             RETURNING payload
+             FROM quote, unnest($8::text[], $9::text[]) AS i (name, display_name)
          )
-         SELECT EXISTS (SELECT 1 FROM quote), early.payload FROM (SELECT 1) AS one LEFT JOIN early ON true",
+         SELECT count(*) FROM quote",
     )
     .bind(accepted.id)
     .bind(key)
     .bind(request_hash)
     .bind(accepted.deadline)
     .bind(accepted.deadline + grace)
+    .bind(arrival_lock(accepted.id))
     .bind(trace.map(TraceParent::to_string))
     .bind(&names)
     .bind(&display_names)
-    .fetch_all(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    // A quote stored before (the same create again) is left as it is.
-    if !rows.first().is_some_and(|(inserted, _)| *inserted) {
+    if inserted == 0 {
         return tx.commit().await;
     }
-    let mut early: Vec<QuoteEvent> = rows.into_iter().filter_map(|(_, payload)| payload.map(|p| p.0)).collect();
+    let early: Vec<sqlx::types::Json<QuoteEvent>> =
+        sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload")
+            .bind(accepted.id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
     early.sort_by_key(|e| (e.insurer.clone(), e.version));
     let mut completed = false;
     for event in &early {

@@ -14,6 +14,7 @@ use platform::Problem;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -21,6 +22,11 @@ use uuid::Uuid;
 const MAX_BATCH: usize = 64;
 /// Batches in flight at once (each holds one pooled connection).
 const IN_FLIGHT: usize = 4;
+/// An application queued longer than this is refused (503) rather than stored: the database
+/// is not keeping up, and the caller is better told to retry than left waiting.
+pub const MAX_QUEUED: Duration = Duration::from_secs(3);
+/// What a refused caller is told to wait.
+const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
 /// One application to store.
 #[derive(Debug, Clone)]
@@ -45,6 +51,7 @@ type Outcome = Result<Option<Created>, Problem>;
 
 struct Job {
     application: NewApplication,
+    queued: Instant,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -57,20 +64,25 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on `pool`; it stops when the last handle is dropped.
     pub fn start(pool: PgPool) -> Self {
+        Self::with_max_queued(pool, MAX_QUEUED)
+    }
+
+    /// [`Writer::start`], refusing applications queued longer than `max_queued`.
+    pub fn with_max_queued(pool: PgPool, max_queued: Duration) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue));
+        tokio::spawn(run(pool, queue, max_queued));
         Self { jobs }
     }
 
     /// Stores `application` with the next batch.
     pub async fn write(&self, application: NewApplication) -> Outcome {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { application, reply }).map_err(|_| Problem::internal())?;
+        self.jobs.send(Job { application, queued: Instant::now(), reply }).map_err(|_| Problem::internal())?;
         answer.await.map_err(|_| Problem::internal())?
     }
 }
 
-async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, max_queued: Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         // Waiting for a slot is when company gathers: whatever queued meanwhile joins.
@@ -85,6 +97,11 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
         // A caller that gave up while queued (timed out, went away) gets no answer, so its
         // application is not stored either: a retry without a key would make it twice.
         jobs.retain(|job| !job.reply.is_closed());
+        let (stale, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.queued.elapsed() >= max_queued);
+        for job in stale {
+            metrics::counter!("intake_overloaded_total").increment(1);
+            let _ = job.reply.send(Err(Problem::unavailable("intake is overloaded; please retry", OVERLOADED_RETRY)));
+        }
         if jobs.is_empty() {
             continue;
         }
@@ -119,7 +136,9 @@ type StoredRow = (Uuid, DateTime<Utc>, Vec<String>, Vec<String>);
 pub async fn store(pool: &PgPool, applications: &[NewApplication]) -> sqlx::Result<Vec<Option<Created>>> {
     // With every breaker open, each task would fail at once: `usable` is empty then, and the
     // applications are refused instead of accepting doomed work. Times are the database's.
-    // A key given twice in one batch is taken by the first; the second is then a replay.
+    // A key given twice in one batch is taken by the first; the second is then a replay. Rows
+    // go in in key order: an insert waits for a concurrent batch's uncommitted row of the same
+    // key, and two batches holding two keys in opposite orders would wait for each other.
     let sql = format!(
         "WITH live AS (
              SELECT name, display_name, breaker_state,
@@ -133,7 +152,7 @@ pub async fn store(pool: &PgPool, applications: &[NewApplication]) -> sqlx::Resu
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::text[])
                       WITH ORDINALITY AS i (id, partner, key, hash, request, trace, n),
                   (SELECT max(deadline) AS deadline FROM usable HAVING count(*) > 0) AS u
-             ORDER BY i.n
+             ORDER BY i.partner, i.key, i.n
              ON CONFLICT (partner, idempotency_key) DO NOTHING
              RETURNING id, deadline
          ), assigned AS (
