@@ -263,10 +263,27 @@ impl Stack {
                 let _ = child.wait().await;
             }
         }
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.env.pg("osago")).await {
-            for db in [&self.agg_db, &self.core_db, &format!("bench_base_{}", self.id)] {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await;
+        // Right after the fan-out closes its 10 000 sockets a new connection can fail for a
+        // moment; a stack's databases left behind would stay on the cluster for good.
+        let dbs = [self.agg_db.clone(), self.core_db.clone(), format!("bench_base_{}", self.id)];
+        let mut dropped = false;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            let Ok(mut admin) = sqlx::PgConnection::connect(&self.env.pg("osago")).await else { continue };
+            let mut all = true;
+            for db in &dbs {
+                let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+                all &= sqlx::query(&drop).execute(&mut admin).await.is_ok();
+            }
+            if all {
+                dropped = true;
+                break;
+            }
+        }
+        if !dropped {
+            eprintln!("warning: could not drop the stack's databases {}; drop them by hand", dbs.join(", "));
         }
         if let Ok(admin) = ClientConfig::new()
             .set("bootstrap.servers", &self.env.brokers)
