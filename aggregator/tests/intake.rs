@@ -10,9 +10,15 @@ use std::time::Duration;
 
 const PARTNERS: &str = "web:web-token-123,flood:flood-token-123";
 
-async fn start(rate: (u32, u32)) -> (String, PgPool) {
+/// A fresh aggregator database.
+async fn fresh_pool() -> PgPool {
     let (pool, _) = testkit::fresh_database("intake").await;
     aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    pool
+}
+
+async fn start(rate: (u32, u32)) -> (String, PgPool) {
+    let pool = fresh_pool().await;
     let router = aggregator::app::router(pool.clone(), Partners::parse(PARTNERS).unwrap(), rate);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -163,8 +169,7 @@ fn new_application(partner: &str, key: Option<&str>, n: u8) -> NewApplication {
 
 #[tokio::test]
 async fn a_batch_stores_each_application_whole_and_a_key_given_twice_once() {
-    let (pool, _) = testkit::fresh_database("intake").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     register(&pool, "alfa", "closed").await;
     register(&pool, "reso", "closed").await;
     let batch = [
@@ -199,8 +204,7 @@ async fn a_batch_stores_each_application_whole_and_a_key_given_twice_once() {
 
 #[tokio::test]
 async fn applications_arriving_together_share_a_commit() {
-    let (pool, _) = testkit::fresh_database("intake").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     register(&pool, "alfa", "closed").await;
     let writer = Writer::start(pool.clone());
     // On this single-threaded runtime all 48 are queued before the writer first runs.
@@ -219,8 +223,7 @@ async fn applications_arriving_together_share_a_commit() {
 #[tokio::test]
 async fn an_application_whose_caller_gave_up_while_queued_is_not_stored() {
     use futures::FutureExt;
-    let (pool, _) = testkit::fresh_database("intake").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     register(&pool, "alfa", "closed").await;
     let writer = Writer::start(pool.clone());
     let abandoned = new_application("web", None, 1);
@@ -235,8 +238,7 @@ async fn an_application_whose_caller_gave_up_while_queued_is_not_stored() {
 
 #[tokio::test]
 async fn an_application_queued_too_long_is_refused_not_stored() {
-    let (pool, _) = testkit::fresh_database("intake").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     register(&pool, "alfa", "closed").await;
     // Every application has been queued for at least no time at all.
     let writer = Writer::with_max_queued(pool.clone(), Duration::ZERO);

@@ -274,8 +274,8 @@ impl Stack {
             let Ok(mut admin) = sqlx::PgConnection::connect(&self.env.pg("osago")).await else { continue };
             let mut all = true;
             for db in &dbs {
-                let drop = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
-                all &= sqlx::query(&drop).execute(&mut admin).await.is_ok();
+                let sql = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+                all &= sqlx::query(&sql).execute(&mut admin).await.is_ok();
             }
             if all {
                 dropped = true;

@@ -95,6 +95,22 @@ async fn a_quote_streams_every_insurer_result_then_completes() {
     assert_eq!(over.status, 204, "a finished stream tells the browser not to reconnect");
 }
 
+/// A quote stored straight into core-app's database (not through the aggregator), with
+/// `insurers`, so that a test delivers their results itself.
+async fn store_directly(pool: &sqlx::PgPool, insurers: &[&str]) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    let accepted = domain::intake::Accepted {
+        id,
+        insurers: insurers
+            .iter()
+            .map(|name| domain::intake::AssignedInsurer { name: name.to_string(), display_name: name.to_string() })
+            .collect(),
+        deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    core_app::store::create(pool, &accepted, None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+    id
+}
+
 /// The stream gauge on core-app's /metrics.
 async fn streams_open(base: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
@@ -105,14 +121,7 @@ async fn streams_open(base: &str) -> f64 {
 async fn an_event_id_past_the_latest_resumes_after_the_latest() {
     let stack = Stack::start("20s").await;
     // A quote stored directly, with alfa's result in (event 1) and ingos's to come.
-    let quote = uuid::Uuid::new_v4();
-    let insurer = |name: &str| domain::intake::AssignedInsurer { name: name.into(), display_name: name.into() };
-    let accepted = domain::intake::Accepted {
-        id: quote,
-        insurers: vec![insurer("alfa"), insurer("ingos")],
-        deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
-    };
-    core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+    let quote = store_directly(&stack.core_pool, &["alfa", "ingos"]).await;
     let alfa = QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     core_app::store::apply(&stack.core_pool, &alfa).await.unwrap();
 
@@ -239,14 +248,7 @@ async fn a_duplicate_or_stale_kafka_event_changes_nothing() {
     // A quote stored directly with two insurers; alfa's result is delivered twice, then a
     // stale one, then ingos's result. One key, one partition: ingos's result (which completes
     // the quote) is consumed after the duplicate and the stale event.
-    let other = uuid::Uuid::new_v4();
-    let insurer = |name: &str| domain::intake::AssignedInsurer { name: name.into(), display_name: name.into() };
-    let accepted = domain::intake::Accepted {
-        id: other,
-        insurers: vec![insurer("alfa"), insurer("ingos")],
-        deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
-    };
-    core_app::store::create(&stack.core_pool, &accepted, None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+    let other = store_directly(&stack.core_pool, &["alfa", "ingos"]).await;
     let declined =
         QuoteEvent::new(other, "alfa", 2, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     send(declined.clone()).await;

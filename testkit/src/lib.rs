@@ -54,10 +54,8 @@ pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("cannot reach Postgres at {url}: {e}; start it with `make infra-up`"));
-    static PRUNING: std::sync::Once = std::sync::Once::new();
-    let mut first = false;
-    PRUNING.call_once(|| first = true);
-    if first {
+    static PRUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !PRUNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         drop_left_over(&mut admin).await;
     }
     let name = unique_name(&format!("t{}_{prefix}", unix_now().as_secs()));
