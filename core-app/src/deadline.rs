@@ -1,5 +1,6 @@
 //! core-app enforces each quote's deadline itself, so a quote completes even when the
-//! aggregator or Kafka is down; after a restart, overdue quotes are completed at once.
+//! aggregator or Kafka is down; after a restart, overdue quotes are completed at once. The
+//! same loop applies early events that a stopped `create` left behind.
 
 use crate::store;
 use sqlx::PgPool;
@@ -8,7 +9,7 @@ use std::time::Duration;
 /// How often overdue quotes are looked for.
 const EVERY: Duration = Duration::from_millis(250);
 
-/// Completes overdue quotes until `shutdown` resolves.
+/// Completes overdue quotes, and applies orphaned early events, until `shutdown` resolves.
 pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
@@ -20,6 +21,11 @@ pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring quotes failed"),
+        }
+        match store::adopt_orphans(&pool, 100).await {
+            Ok(0) => {}
+            Ok(quotes) => tracing::warn!(quotes, "early events applied after their quote's create stopped"),
+            Err(e) => tracing::warn!(error = %e, "applying orphaned early events failed"),
         }
         tokio::select! {
             _ = &mut shutdown => return,

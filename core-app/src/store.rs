@@ -73,43 +73,39 @@ pub async fn create(
     grace: chrono::Duration,
     trace: Option<&TraceParent>,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    // The quote's arrival lock (see `apply_in`) is taken before the row is written and held
-    // until commit, so an event of this quote either is in early_events by then or sees the
-    // quote. Quote and insurers are one statement (each round trip costs a context switch on
-    // both sides); the early events need the next one, whose snapshot is taken under the lock.
+    // One round trip and its own transaction (`create_quote`, migration 0003): each round trip
+    // costs a wake-up of this task and of the backend, and BEGIN and COMMIT are two of them.
+    // The quote's arrival lock orders it against its early events (see `apply_in`); those
+    // found are applied next. Should this process die in between, `adopt_orphans` applies them.
     let (names, display_names): (Vec<&str>, Vec<&str>) =
         accepted.insurers.iter().map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH quote AS (
-             INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
-             SELECT $1, $2, $3, $4, $5, $7 FROM (SELECT pg_advisory_xact_lock($6)) AS arrival
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id
-         ), insurers AS (
-             INSERT INTO quote_insurers (quote_id, insurer, display_name)
-             SELECT quote.id, i.name, i.display_name
-             FROM quote, unnest($8::text[], $9::text[]) AS i (name, display_name)
-         )
-         SELECT count(*) FROM quote",
-    )
-    .bind(accepted.id)
-    .bind(key)
-    .bind(request_hash)
-    .bind(accepted.deadline)
-    .bind(accepted.deadline + grace)
-    .bind(arrival_lock(accepted.id))
-    .bind(trace.map(TraceParent::to_string))
-    .bind(&names)
-    .bind(&display_names)
-    .fetch_one(&mut *tx)
-    .await?;
-    if inserted == 0 {
-        return tx.commit().await;
+    let early: i64 = sqlx::query_scalar("SELECT create_quote($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(accepted.id)
+        .bind(key)
+        .bind(request_hash)
+        .bind(accepted.deadline)
+        .bind(accepted.deadline + grace)
+        .bind(trace.map(TraceParent::to_string))
+        .bind(arrival_lock(accepted.id))
+        .bind(&names)
+        .bind(&display_names)
+        .fetch_one(pool)
+        .await?;
+    if early > 0 {
+        adopt_early(pool, accepted.id).await?;
     }
+    Ok(())
+}
+
+/// Applies the events that wait in early_events for `quote`, which is stored. Safe to run
+/// twice at once: the second finds them gone.
+async fn adopt_early(pool: &PgPool, quote: Uuid) -> sqlx::Result<()> {
+    // Once the quote is committed, no event goes to early_events any more (`apply_unmatched`
+    // looks for the quote under its arrival lock), so what is there now is all there will be.
+    let mut tx = pool.begin().await?;
     let early: Vec<sqlx::types::Json<QuoteEvent>> =
         sqlx::query_scalar("DELETE FROM early_events WHERE quote_id = $1 RETURNING payload")
-            .bind(accepted.id)
+            .bind(quote)
             .fetch_all(&mut *tx)
             .await?;
     let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
@@ -121,6 +117,23 @@ pub async fn create(
     tx.commit().await?;
     count_completed(u64::from(completed));
     Ok(())
+}
+
+/// Applies the early events of up to `limit` quotes stored over five seconds ago whose
+/// `create` did not get to them (it stopped between storing the quote and applying them);
+/// returns how many quotes. The age leaves the creates running now to themselves.
+pub async fn adopt_orphans(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
+    let quotes: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT e.quote_id FROM early_events e JOIN quotes q ON q.id = e.quote_id
+         WHERE q.created_at < now() - interval '5 seconds' LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    for &quote in &quotes {
+        adopt_early(pool, quote).await?;
+    }
+    Ok(quotes.len())
 }
 
 /// Counts quotes completed by a transaction, once it has committed: one rolled back and done

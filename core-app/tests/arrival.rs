@@ -79,3 +79,66 @@ async fn one_event_applied_twice_at_once_is_stored_once() {
         assert_eq!(events, 1, "one status event, no completion (vsk is pending)");
     }
 }
+
+/// A create that stopped after storing its quote (the process died before it applied the
+/// events waiting for it) leaves them in early_events: the deadline loop's sweep applies them,
+/// once the quote is old enough that no live create is still on its way to them.
+#[tokio::test]
+async fn early_events_a_stopped_create_left_are_applied_by_the_sweep() {
+    let (pool, _) = testkit::fresh_database("orphans").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    let quote = uuid::Uuid::new_v4();
+    let event = QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
+    assert_eq!(store::apply(&pool, &event).await.unwrap(), Applied::Early);
+    // `create`'s first statement alone, as if the process had died right after it.
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT create_quote($1, NULL, 'h', now() + interval '1 minute', now() + interval '1 minute', NULL, 7,
+                             ARRAY['alfa'], ARRAY['Альфа'])",
+    )
+    .bind(quote)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 1, "the stored quote's early event is counted");
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM quote_insurers WHERE quote_id = $1")
+            .bind(quote)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(store::adopt_orphans(&pool, 100).await.unwrap(), 0, "a quote just stored is left to its create");
+    assert_eq!(status().await, "pending");
+    sqlx::query("UPDATE quotes SET created_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(quote)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(store::adopt_orphans(&pool, 100).await.unwrap(), 1);
+    assert_eq!(status().await, "declined");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(store::adopt_orphans(&pool, 100).await.unwrap(), 0, "nothing is applied twice");
+}
+
+/// Storing a quote twice is a no-op the second time: the function answers -1 and nothing
+/// changes.
+#[tokio::test]
+async fn a_quote_stored_twice_is_stored_once() {
+    let (pool, _) = testkit::fresh_database("twice_created").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    let accepted = Accepted {
+        id: uuid::Uuid::new_v4(),
+        insurers: vec![AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
+        deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    for _ in 0..2 {
+        store::create(&pool, &accepted, Some("k"), b"h", chrono::Duration::zero(), None).await.unwrap();
+    }
+    let rows: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM quotes), (SELECT count(*) FROM quote_insurers)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, (1, 1));
+}
