@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::intake::Accepted;
+use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -63,8 +64,30 @@ pub async fn find_by_key(pool: &PgPool, key: &str) -> sqlx::Result<Option<(Uuid,
         .await
 }
 
-/// Stores a quote the aggregator accepted, and applies events that arrived before it.
-/// Storing the same quote twice is a no-op.
+/// A quote the aggregator accepted, to store.
+#[derive(Debug, Clone)]
+pub struct NewQuote {
+    pub accepted: Accepted,
+    /// The client's Idempotency-Key.
+    pub key: Option<String>,
+    pub request_hash: Vec<u8>,
+    /// When core-app expires what is left pending: the deadline and a grace.
+    pub expires_at: DateTime<Utc>,
+    pub trace: Option<TraceParent>,
+}
+
+/// What storing a quote did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now (and the events that waited for it applied).
+    New,
+    /// Stored before: nothing changed.
+    Before,
+    /// Its Idempotency-Key belongs to another quote (a concurrent request with the same key).
+    KeyTaken,
+}
+
+/// Stores one quote; see [`create_all`].
 pub async fn create(
     pool: &PgPool,
     accepted: &Accepted,
@@ -72,29 +95,90 @@ pub async fn create(
     request_hash: &[u8],
     grace: chrono::Duration,
     trace: Option<&TraceParent>,
-) -> sqlx::Result<()> {
-    // One round trip and its own transaction (`create_quote`, migration 0003): each round trip
-    // costs a wake-up of this task and of the backend, and BEGIN and COMMIT are two of them.
-    // The quote's arrival lock orders it against its early events (see `apply_in`); those
-    // found are applied next. Should this process die in between, `adopt_orphans` applies them.
+) -> sqlx::Result<Stored> {
+    let quote = NewQuote {
+        accepted: accepted.clone(),
+        key: key.map(str::to_string),
+        request_hash: request_hash.to_vec(),
+        expires_at: accepted.deadline + grace,
+        trace: trace.cloned(),
+    };
+    Ok(create_all(pool, std::slice::from_ref(&quote)).await?[0])
+}
+
+/// Stores quotes the aggregator accepted, in one transaction, and applies the events that
+/// arrived before them; answers for each, in the order given.
+pub async fn create_all(pool: &PgPool, quotes: &[NewQuote]) -> sqlx::Result<Vec<Stored>> {
+    // Keys go in in order: an insert waits for a concurrent batch's uncommitted row of the same
+    // key, and two batches holding two keys in opposite orders would wait for each other.
+    let mut order: Vec<usize> = (0..quotes.len()).collect();
+    order.sort_by(|&a, &b| quotes[a].key.cmp(&quotes[b].key));
+    let answers = insert(pool, order.iter().map(|&i| &quotes[i]), false).await?;
+    let mut stored = vec![Stored::Before; quotes.len()];
+    for (&i, answer) in order.iter().zip(answers) {
+        // An arrival lock held by a consumer round: this quote goes alone, waiting for it.
+        let answer = match answer {
+            BUSY => insert(pool, [&quotes[i]], true).await?.first().copied().unwrap_or(STORED_BEFORE),
+            answer => answer,
+        };
+        stored[i] = match answer {
+            STORED_BEFORE => Stored::Before,
+            KEY_TAKEN => Stored::KeyTaken,
+            early => {
+                if early > 0 {
+                    adopt_early(pool, quotes[i].accepted.id).await?;
+                }
+                Stored::New
+            }
+        };
+    }
+    Ok(stored)
+}
+
+/// `create_quotes`' answers (migration 0003) other than the count of early events.
+const STORED_BEFORE: i64 = -1;
+const KEY_TAKEN: i64 = -2;
+const BUSY: i64 = -3;
+
+/// One call of `create_quotes`: one round trip, one transaction.
+async fn insert<'a>(
+    pool: &PgPool,
+    quotes: impl IntoIterator<Item = &'a NewQuote>,
+    wait: bool,
+) -> sqlx::Result<Vec<i64>> {
+    let quotes: Vec<&NewQuote> = quotes.into_iter().collect();
+    let insurers = quotes.iter().flat_map(|q| &q.accepted.insurers);
     let (names, display_names): (Vec<&str>, Vec<&str>) =
-        accepted.insurers.iter().map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
-    let early: i64 = sqlx::query_scalar("SELECT create_quote($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(accepted.id)
-        .bind(key)
-        .bind(request_hash)
-        .bind(accepted.deadline)
-        .bind(accepted.deadline + grace)
-        .bind(trace.map(TraceParent::to_string))
-        .bind(arrival_lock(accepted.id))
+        insurers.map(|i| (i.name.as_str(), i.display_name.as_str())).unzip();
+    sqlx::query_scalar("SELECT create_quotes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .bind(quotes.iter().map(|q| q.accepted.id).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| q.key.as_deref()).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| q.request_hash.as_slice()).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| q.accepted.deadline).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| q.expires_at).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| q.trace.as_ref().map(TraceParent::to_string)).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| arrival_lock(q.accepted.id)).collect::<Vec<_>>())
+        .bind(quotes.iter().map(|q| i32::try_from(q.accepted.insurers.len()).unwrap_or(i32::MAX)).collect::<Vec<_>>())
         .bind(&names)
         .bind(&display_names)
+        .bind(wait)
         .fetch_one(pool)
-        .await?;
-    if early > 0 {
-        adopt_early(pool, accepted.id).await?;
-    }
-    Ok(())
+        .await
+}
+
+/// Starts the group commit of quotes: those created together are stored in one transaction.
+pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Stored> {
+    let limits = Limits {
+        max_batch: 64,
+        in_flight: 4,
+        max_queued: std::time::Duration::from_secs(3),
+        batch_size_metric: "quote_store_batch_size",
+        overloaded_metric: "quote_store_overloaded_total",
+    };
+    GroupCommit::start(limits, move |quotes: Vec<NewQuote>| {
+        let pool = pool.clone();
+        async move { create_all(&pool, &quotes).await.map_err(platform::Problem::database) }
+    })
 }
 
 /// Applies the events that wait in early_events for `quote`, which is stored. Safe to run
@@ -283,7 +367,7 @@ async fn is_insurer_of(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Resul
 }
 
 /// The advisory lock key that orders a quote's arrival against its early events.
-fn arrival_lock(quote: Uuid) -> i64 {
+pub fn arrival_lock(quote: Uuid) -> i64 {
     // Any 64 bits of a random UUID do; a collision only makes two arrivals wait for each other.
     quote.as_u64_pair().1 as i64
 }

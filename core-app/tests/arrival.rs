@@ -91,15 +91,16 @@ async fn early_events_a_stopped_create_left_are_applied_by_the_sweep() {
     let event = QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     assert_eq!(store::apply(&pool, &event).await.unwrap(), Applied::Early);
     // `create`'s first statement alone, as if the process had died right after it.
-    let waiting: i64 = sqlx::query_scalar(
-        "SELECT create_quote($1, NULL, 'h', now() + interval '1 minute', now() + interval '1 minute', NULL, 7,
-                             ARRAY['alfa'], ARRAY['Альфа'])",
+    let waiting: Vec<i64> = sqlx::query_scalar(
+        "SELECT create_quotes(ARRAY[$1::uuid], ARRAY[NULL::text], ARRAY['h'::bytea], ARRAY[now() + interval '1 minute'],
+                              ARRAY[now() + interval '1 minute'], ARRAY[NULL::text], ARRAY[7::bigint], ARRAY[1],
+                              ARRAY['alfa'], ARRAY['Альфа'], true)",
     )
     .bind(quote)
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(waiting, 1, "the stored quote's early event is counted");
+    assert_eq!(waiting, [1], "the stored quote's early event is counted");
     let status = || async {
         sqlx::query_scalar::<_, String>("SELECT status FROM quote_insurers WHERE quote_id = $1")
             .bind(quote)
@@ -121,8 +122,7 @@ async fn early_events_a_stopped_create_left_are_applied_by_the_sweep() {
     assert_eq!(store::adopt_orphans(&pool, 100).await.unwrap(), 0, "nothing is applied twice");
 }
 
-/// Storing a quote twice is a no-op the second time: the function answers -1 and nothing
-/// changes.
+/// Storing a quote twice is a no-op the second time.
 #[tokio::test]
 async fn a_quote_stored_twice_is_stored_once() {
     let (pool, _) = testkit::fresh_database("twice_created").await;
@@ -132,8 +132,9 @@ async fn a_quote_stored_twice_is_stored_once() {
         insurers: vec![AssignedInsurer { name: "alfa".into(), display_name: "Альфа".into() }],
         deadline: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
-    for _ in 0..2 {
-        store::create(&pool, &accepted, Some("k"), b"h", chrono::Duration::zero(), None).await.unwrap();
+    for expected in [store::Stored::New, store::Stored::Before] {
+        let stored = store::create(&pool, &accepted, Some("k"), b"h", chrono::Duration::zero(), None).await.unwrap();
+        assert_eq!(stored, expected);
     }
     let rows: (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM quotes), (SELECT count(*) FROM quote_insurers)")

@@ -3,6 +3,7 @@
 //! database pools.
 
 pub mod db;
+pub mod group_commit;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;

@@ -1,32 +1,22 @@
 //! Intake's writer: applications that arrive together are stored together, in one statement
-//! and one commit (group commit). Each application is still written whole or not at all, with
-//! a task per usable insurer; batch-mates merely share the transaction.
-//!
-//! There is no waiting for company: a batch is whatever queued while the previous ones were
-//! in flight, so one application alone is written at once. Under load the statement, the
-//! commit's WAL flush and the wake-up of the pollers are paid once per batch instead of once
-//! per application.
+//! and one commit ([`platform::group_commit`]), each with a task per usable insurer.
 
 use crate::registry;
 use chrono::{DateTime, Utc};
 use domain::intake::AssignedInsurer;
 use platform::Problem;
+use platform::group_commit::{GroupCommit, Limits};
 use serde_json::Value;
 use sqlx::PgPool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Most applications in one statement.
 const MAX_BATCH: usize = 64;
 /// Batches in flight at once (each holds one pooled connection).
 const IN_FLIGHT: usize = 4;
-/// An application queued longer than this is refused (503) rather than stored: the database
-/// is not keeping up, and the caller is better told to retry than left waiting.
+/// An application queued longer than this is refused (503) rather than stored.
 pub const MAX_QUEUED: Duration = Duration::from_secs(3);
-/// What a refused caller is told to wait.
-const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
 /// One application to store.
 #[derive(Debug, Clone)]
@@ -49,16 +39,10 @@ pub struct Created {
 /// `None`: not stored, because its partner's key was taken or no insurer could take the work.
 type Outcome = Result<Option<Created>, Problem>;
 
-struct Job {
-    application: NewApplication,
-    queued: Instant,
-    reply: oneshot::Sender<Outcome>,
-}
-
 /// The handle the intake handlers write through.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    batches: GroupCommit<NewApplication, Option<Created>>,
 }
 
 impl Writer {
@@ -69,61 +53,23 @@ impl Writer {
 
     /// [`Writer::start`], refusing applications queued longer than `max_queued`.
     pub fn with_max_queued(pool: PgPool, max_queued: Duration) -> Self {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue, max_queued));
-        Self { jobs }
+        let limits = Limits {
+            max_batch: MAX_BATCH,
+            in_flight: IN_FLIGHT,
+            max_queued,
+            batch_size_metric: "intake_batch_size",
+            overloaded_metric: "intake_overloaded_total",
+        };
+        let batches = GroupCommit::start(limits, move |applications: Vec<NewApplication>| {
+            let pool = pool.clone();
+            async move { store(&pool, &applications).await.map_err(Problem::database) }
+        });
+        Self { batches }
     }
 
     /// Stores `application` with the next batch.
     pub async fn write(&self, application: NewApplication) -> Outcome {
-        let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { application, queued: Instant::now(), reply }).map_err(|_| Problem::internal())?;
-        answer.await.map_err(|_| Problem::internal())?
-    }
-}
-
-async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, max_queued: Duration) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        // Waiting for a slot is when company gathers: whatever queued meanwhile joins.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        // A caller that gave up while queued (timed out, went away) gets no answer, so its
-        // application is not stored either: a retry without a key would make it twice.
-        jobs.retain(|job| !job.reply.is_closed());
-        let (stale, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.queued.elapsed() >= max_queued);
-        for job in stale {
-            metrics::counter!("intake_overloaded_total").increment(1);
-            let _ = job.reply.send(Err(Problem::unavailable("intake is overloaded; please retry", OVERLOADED_RETRY)));
-        }
-        if jobs.is_empty() {
-            continue;
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let (applications, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.application, j.reply)).unzip();
-            metrics::histogram!("intake_batch_size").record(applications.len() as f64);
-            match store(&pool, &applications).await {
-                Ok(created) => {
-                    for (reply, created) in replies.into_iter().zip(created) {
-                        let _ = reply.send(Ok(created));
-                    }
-                }
-                Err(e) => {
-                    let problem = Problem::database(e);
-                    for reply in replies {
-                        let _ = reply.send(Err(problem.clone()));
-                    }
-                }
-            }
-            drop(slot);
-        });
+        self.batches.write(application).await
     }
 }
 

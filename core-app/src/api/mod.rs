@@ -8,6 +8,7 @@ mod quotes;
 
 use crate::aggregator_client::AggregatorClient;
 use crate::hub::Hub;
+use crate::store::{self, NewQuote, Stored};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Request, State};
@@ -15,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use platform::Problem;
+use platform::group_commit::GroupCommit;
 use platform::ratelimit::KeyedLimit;
 use sqlx::PgPool;
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +58,8 @@ impl Default for ApiSettings {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Stores created quotes, those created together in one transaction.
+    pub quotes: GroupCommit<NewQuote, Stored>,
     pub hub: Arc<Hub>,
     pub aggregator: AggregatorClient,
     pub settings: Arc<ApiSettings>,
@@ -67,7 +71,16 @@ impl AppState {
     /// State for the handlers.
     pub fn new(pool: PgPool, hub: Arc<Hub>, aggregator: AggregatorClient, settings: ApiSettings) -> Self {
         let client_limit = KeyedLimit::per_second(settings.client_rate.0, settings.client_rate.1);
-        AppState { pool, hub, aggregator, settings: Arc::new(settings), insurers_cache: Arc::default(), client_limit }
+        let quotes = store::writer(pool.clone());
+        AppState {
+            pool,
+            quotes,
+            hub,
+            aggregator,
+            settings: Arc::new(settings),
+            insurers_cache: Arc::default(),
+            client_limit,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use super::AppState;
 use super::openapi;
 use crate::aggregator_client::SubmitError;
-use crate::store::{self, QuoteView};
+use crate::store::{self, NewQuote, QuoteView, Stored};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -90,16 +90,23 @@ pub async fn create(
         }
     })?;
     let grace = chrono::Duration::from_std(state.settings.deadline_grace).unwrap_or_default();
-    match store::create(&state.pool, &accepted, key.as_deref(), &hash, grace, Some(&trace)).await {
-        Ok(()) => {}
+    let quote = NewQuote {
+        accepted: accepted.clone(),
+        key: key.clone(),
+        request_hash: hash.clone(),
+        expires_at: accepted.deadline + grace,
+        trace: Some(trace),
+    };
+    match state.quotes.write(quote).await? {
+        Stored::New | Stored::Before => {}
         // Two requests with one key raced; the winner stored the quote.
-        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) && key.is_some() => {
-            if let Some(response) = replay(&state, key.as_deref().unwrap_or_default(), &hash).await? {
-                return Ok(response);
-            }
-            return Err(internal(e));
+        Stored::KeyTaken => {
+            let replayed = match &key {
+                Some(key) => replay(&state, key, &hash).await?,
+                None => None,
+            };
+            return replayed.ok_or_else(|| internal("a quote without a key was refused for its key"));
         }
-        Err(e) => return Err(Problem::database(e)),
     }
     metrics::counter!("quotes_created_total").increment(1);
     tracing::info!(quote = %accepted.id, insurers = accepted.insurers.len(), "quote created");

@@ -1,0 +1,125 @@
+//! Quotes created together are stored together (group commit): one transaction for a batch,
+//! each quote still stored whole, a repeated key refused, and a quote whose arrival lock is
+//! busy stored on its own without holding up its batch-mates.
+
+use core_app::store::{self, NewQuote, Stored};
+use domain::intake::{Accepted, AssignedInsurer};
+use sqlx::PgPool;
+use std::time::Duration;
+
+async fn fresh_pool() -> PgPool {
+    let (pool, _) = testkit::fresh_database("store_batch").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    pool
+}
+
+fn new_quote(key: Option<&str>, insurers: &[&str]) -> NewQuote {
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    NewQuote {
+        accepted: Accepted {
+            id: uuid::Uuid::new_v4(),
+            insurers: insurers
+                .iter()
+                .map(|name| AssignedInsurer { name: name.to_string(), display_name: name.to_uppercase() })
+                .collect(),
+            deadline,
+        },
+        key: key.map(str::to_string),
+        request_hash: b"h".to_vec(),
+        expires_at: deadline,
+        trace: None,
+    }
+}
+
+async fn insurers_of(pool: &PgPool, quote: &NewQuote) -> Vec<String> {
+    sqlx::query_scalar("SELECT insurer FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer")
+        .bind(quote.accepted.id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_stores_each_quote_with_its_own_insurers_and_refuses_a_taken_key() {
+    let pool = fresh_pool().await;
+    let before = new_quote(Some("k0"), &["alfa"]);
+    assert_eq!(store::create_all(&pool, std::slice::from_ref(&before)).await.unwrap(), [Stored::New]);
+    let batch = [
+        new_quote(Some("k2"), &["alfa", "vsk"]),
+        new_quote(None, &["reso"]),
+        new_quote(Some("k1"), &["ingos", "reso", "vsk"]),
+        before.clone(),
+        new_quote(Some("k2"), &["alfa"]),
+        new_quote(Some("k0"), &["alfa"]),
+    ];
+    let stored = store::create_all(&pool, &batch).await.unwrap();
+    // The first "k2" in key order wins; the ids are random, so either may be it.
+    let (won, lost) = if stored[0] == Stored::New { (0, 4) } else { (4, 0) };
+    assert_eq!(stored[won], Stored::New);
+    assert_eq!(stored[lost], Stored::KeyTaken);
+    assert_eq!(stored[1..4], [Stored::New, Stored::New, Stored::Before]);
+    assert_eq!(stored[5], Stored::KeyTaken, "k0 belongs to the quote stored before");
+    assert_eq!(insurers_of(&pool, &batch[1]).await, ["reso"]);
+    assert_eq!(insurers_of(&pool, &batch[2]).await, ["ingos", "reso", "vsk"]);
+    assert_eq!(insurers_of(&pool, &batch[3]).await, ["alfa"]);
+    assert!(insurers_of(&pool, &batch[lost]).await.is_empty());
+    assert!(insurers_of(&pool, &batch[5]).await.is_empty());
+    let quotes: i64 = sqlx::query_scalar("SELECT count(*) FROM quotes").fetch_one(&pool).await.unwrap();
+    assert_eq!(quotes, 4);
+}
+
+#[tokio::test]
+async fn quotes_created_together_share_a_commit() {
+    let pool = fresh_pool().await;
+    let writer = store::writer(pool.clone());
+    // On this single-threaded runtime all 48 are queued before the writer first runs.
+    let writes = (0..48).map(|n| writer.write(new_quote(Some(&format!("k{n}")), &["alfa", "vsk"])));
+    let stored = futures::future::join_all(writes).await;
+    assert!(stored.iter().all(|s| matches!(s, Ok(Stored::New))), "{stored:?}");
+    let (quotes, insurers, transactions): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), (SELECT count(*) FROM quote_insurers), count(DISTINCT xmin::text) FROM quotes",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((quotes, insurers), (48, 96));
+    assert!(transactions <= 4, "48 quotes in {transactions} transactions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_whose_arrival_lock_is_busy_waits_alone() {
+    let pool = fresh_pool().await;
+    let (free, busy) = (new_quote(None, &["alfa"]), new_quote(None, &["alfa"]));
+    // A consumer round holding `busy`'s arrival lock, as when its early event is being stored.
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(store::arrival_lock(busy.accepted.id))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let creating = tokio::spawn({
+        let (pool, batch) = (pool.clone(), [free.clone(), busy.clone()]);
+        async move { store::create_all(&pool, &batch).await }
+    });
+    let stored = |quote: &NewQuote| {
+        let (pool, id) = (pool.clone(), quote.accepted.id);
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM quotes WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let waited = tokio::time::Instant::now();
+    while !stored(&free).await {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the free quote was held up by the busy one");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!creating.is_finished(), "the busy quote waits for its lock");
+    assert!(!stored(&busy).await);
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
+    assert_eq!(creating.await.unwrap().unwrap(), [Stored::New, Stored::New]);
+    assert!(stored(&busy).await);
+}
