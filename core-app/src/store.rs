@@ -103,34 +103,44 @@ pub async fn create(
         expires_at: accepted.deadline + grace,
         trace: trace.cloned(),
     };
-    Ok(create_all(pool, std::slice::from_ref(&quote)).await?[0])
+    create_all(pool, std::slice::from_ref(&quote)).await?.remove(0)
 }
 
 /// Stores quotes the aggregator accepted, in one transaction, and applies the events that
-/// arrived before them; answers for each, in the order given.
-pub async fn create_all(pool: &PgPool, quotes: &[NewQuote]) -> sqlx::Result<Vec<Stored>> {
+/// arrived before them; answers for each, in the order given. The outer error fails them all
+/// (nothing was stored); an inner one, only a quote that had to be stored on its own.
+pub async fn create_all(pool: &PgPool, quotes: &[NewQuote]) -> sqlx::Result<Vec<sqlx::Result<Stored>>> {
     // Keys go in in order: an insert waits for a concurrent batch's uncommitted row of the same
     // key, and two batches holding two keys in opposite orders would wait for each other.
     let mut order: Vec<usize> = (0..quotes.len()).collect();
     order.sort_by(|&a, &b| quotes[a].key.cmp(&quotes[b].key));
     let answers = insert(pool, order.iter().map(|&i| &quotes[i]), false).await?;
-    let mut stored = vec![Stored::Before; quotes.len()];
+    let mut stored: Vec<sqlx::Result<Stored>> = quotes.iter().map(|_| Ok(Stored::Before)).collect();
     for (&i, answer) in order.iter().zip(answers) {
         // An arrival lock held by a consumer round: this quote goes alone, waiting for it.
         let answer = match answer {
-            BUSY => insert(pool, [&quotes[i]], true).await?.first().copied().unwrap_or(STORED_BEFORE),
+            BUSY => match insert(pool, [&quotes[i]], true).await {
+                Ok(answers) => answers.first().copied().unwrap_or(STORED_BEFORE),
+                Err(e) => {
+                    stored[i] = Err(e);
+                    continue;
+                }
+            },
             answer => answer,
         };
-        stored[i] = match answer {
+        stored[i] = Ok(match answer {
             STORED_BEFORE => Stored::Before,
             KEY_TAKEN => Stored::KeyTaken,
             early => {
-                if early > 0 {
-                    adopt_early(pool, quotes[i].accepted.id).await?;
+                // The quote is stored whatever happens here: events left waiting are the sweep's.
+                if early > 0
+                    && let Err(error) = adopt_early(pool, quotes[i].accepted.id).await
+                {
+                    tracing::warn!(quote = %quotes[i].accepted.id, %error, "early events left to the sweep");
                 }
                 Stored::New
             }
-        };
+        });
     }
     Ok(stored)
 }
@@ -167,7 +177,7 @@ async fn insert<'a>(
 }
 
 /// Starts the group commit of quotes: those created together are stored in one transaction.
-pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Stored> {
+pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Result<Stored, platform::Problem>> {
     let limits = Limits {
         max_batch: 64,
         in_flight: 4,
@@ -177,7 +187,10 @@ pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Stored> {
     };
     GroupCommit::start(limits, move |quotes: Vec<NewQuote>| {
         let pool = pool.clone();
-        async move { create_all(&pool, &quotes).await.map_err(platform::Problem::database) }
+        async move {
+            let stored = create_all(&pool, &quotes).await.map_err(platform::Problem::database)?;
+            Ok(stored.into_iter().map(|s| s.map_err(platform::Problem::database)).collect())
+        }
     })
 }
 

@@ -31,6 +31,11 @@ fn new_quote(key: Option<&str>, insurers: &[&str]) -> NewQuote {
     }
 }
 
+/// `store::create_all`, each quote's answer unwrapped.
+async fn create_all(pool: &PgPool, quotes: &[NewQuote]) -> Vec<Stored> {
+    store::create_all(pool, quotes).await.unwrap().into_iter().map(Result::unwrap).collect()
+}
+
 async fn insurers_of(pool: &PgPool, quote: &NewQuote) -> Vec<String> {
     sqlx::query_scalar("SELECT insurer FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer")
         .bind(quote.accepted.id)
@@ -43,7 +48,7 @@ async fn insurers_of(pool: &PgPool, quote: &NewQuote) -> Vec<String> {
 async fn a_batch_stores_each_quote_with_its_own_insurers_and_refuses_a_taken_key() {
     let pool = fresh_pool().await;
     let before = new_quote(Some("k0"), &["alfa"]);
-    assert_eq!(store::create_all(&pool, std::slice::from_ref(&before)).await.unwrap(), [Stored::New]);
+    assert_eq!(create_all(&pool, std::slice::from_ref(&before)).await, [Stored::New]);
     let batch = [
         new_quote(Some("k2"), &["alfa", "vsk"]),
         new_quote(None, &["reso"]),
@@ -52,7 +57,7 @@ async fn a_batch_stores_each_quote_with_its_own_insurers_and_refuses_a_taken_key
         new_quote(Some("k2"), &["alfa"]),
         new_quote(Some("k0"), &["alfa"]),
     ];
-    let stored = store::create_all(&pool, &batch).await.unwrap();
+    let stored = create_all(&pool, &batch).await;
     // The first "k2" in key order wins; the ids are random, so either may be it.
     let (won, lost) = if stored[0] == Stored::New { (0, 4) } else { (4, 0) };
     assert_eq!(stored[won], Stored::New);
@@ -75,7 +80,7 @@ async fn quotes_created_together_share_a_commit() {
     // On this single-threaded runtime all 48 are queued before the writer first runs.
     let writes = (0..48).map(|n| writer.write(new_quote(Some(&format!("k{n}")), &["alfa", "vsk"])));
     let stored = futures::future::join_all(writes).await;
-    assert!(stored.iter().all(|s| matches!(s, Ok(Stored::New))), "{stored:?}");
+    assert!(stored.iter().all(|s| matches!(s, Ok(Ok(Stored::New)))), "{stored:?}");
     let (quotes, insurers, transactions): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), (SELECT count(*) FROM quote_insurers), count(DISTINCT xmin::text) FROM quotes",
     )
@@ -99,7 +104,7 @@ async fn a_quote_whose_arrival_lock_is_busy_waits_alone() {
         .unwrap();
     let creating = tokio::spawn({
         let (pool, batch) = (pool.clone(), [free.clone(), busy.clone()]);
-        async move { store::create_all(&pool, &batch).await }
+        async move { create_all(&pool, &batch).await }
     });
     let stored = |quote: &NewQuote| {
         let (pool, id) = (pool.clone(), quote.accepted.id);
@@ -120,6 +125,6 @@ async fn a_quote_whose_arrival_lock_is_busy_waits_alone() {
     assert!(!creating.is_finished(), "the busy quote waits for its lock");
     assert!(!stored(&busy).await);
     sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
-    assert_eq!(creating.await.unwrap().unwrap(), [Stored::New, Stored::New]);
+    assert_eq!(creating.await.unwrap(), [Stored::New, Stored::New]);
     assert!(stored(&busy).await);
 }
