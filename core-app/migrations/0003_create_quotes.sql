@@ -27,6 +27,18 @@ BEGIN
             first := last + 1;
             CONTINUE;
         END IF;
+        -- Plain reads first: an INSERT meeting a stored row waits for any transaction updating
+        -- it, and a consumer round updating this quote may be waiting for a lock held here.
+        IF EXISTS (SELECT 1 FROM quotes WHERE id = p_ids[i]) THEN
+            answers := answers || -1::bigint;
+            first := last + 1;
+            CONTINUE;
+        END IF;
+        IF p_keys[i] IS NOT NULL AND EXISTS (SELECT 1 FROM quotes WHERE idempotency_key = p_keys[i]) THEN
+            answers := answers || -2::bigint;
+            first := last + 1;
+            CONTINUE;
+        END IF;
         INSERT INTO quotes (id, idempotency_key, request_hash, deadline, expires_at, traceparent)
         VALUES (p_ids[i], p_keys[i], p_hashes[i], p_deadlines[i], p_expires_at[i], p_traceparents[i])
         ON CONFLICT DO NOTHING;

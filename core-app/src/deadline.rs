@@ -13,6 +13,12 @@ const EVERY: Duration = Duration::from_millis(250);
 pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
+        // Orphans first: their events were on time, and would be refused once the quote expired.
+        match store::adopt_orphans(&pool, 100).await {
+            Ok(0) => {}
+            Ok(quotes) => tracing::warn!(quotes, "early events applied after their quote's create stopped"),
+            Err(e) => tracing::warn!(error = %e, "applying orphaned early events failed"),
+        }
         match store::expire_due(&pool, 100).await {
             Ok(expired) if !expired.is_empty() => {
                 metrics::counter!("quotes_expired_total").increment(expired.len() as u64);
@@ -21,11 +27,6 @@ pub async fn run(pool: PgPool, shutdown: impl Future<Output = ()>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "expiring quotes failed"),
-        }
-        match store::adopt_orphans(&pool, 100).await {
-            Ok(0) => {}
-            Ok(quotes) => tracing::warn!(quotes, "early events applied after their quote's create stopped"),
-            Err(e) => tracing::warn!(error = %e, "applying orphaned early events failed"),
         }
         tokio::select! {
             _ = &mut shutdown => return,

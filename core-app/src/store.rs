@@ -220,17 +220,23 @@ async fn adopt_early(pool: &PgPool, quote: Uuid) -> sqlx::Result<()> {
 /// `create` did not get to them (it stopped between storing the quote and applying them);
 /// returns how many quotes. The age leaves the creates running now to themselves.
 pub async fn adopt_orphans(pool: &PgPool, limit: i64) -> sqlx::Result<usize> {
+    // Oldest first, and one quote's failure does not hold up the others.
     let quotes: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT e.quote_id FROM early_events e JOIN quotes q ON q.id = e.quote_id
-         WHERE q.created_at < now() - interval '5 seconds' LIMIT $1",
+        "SELECT q.id FROM (SELECT DISTINCT quote_id FROM early_events) AS e JOIN quotes q ON q.id = e.quote_id
+         WHERE q.created_at < now() - interval '5 seconds'
+         ORDER BY q.created_at LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    let mut adopted = 0;
     for &quote in &quotes {
-        adopt_early(pool, quote).await?;
+        match adopt_early(pool, quote).await {
+            Ok(()) => adopted += 1,
+            Err(error) => tracing::warn!(%quote, %error, "applying a quote's early events failed"),
+        }
     }
-    Ok(quotes.len())
+    Ok(adopted)
 }
 
 /// Counts quotes completed by a transaction, once it has committed: one rolled back and done

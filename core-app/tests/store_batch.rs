@@ -1,8 +1,9 @@
 //! Quotes created together are stored together (group commit): one transaction for a batch,
 //! each quote still stored whole, a repeated key refused, and a quote whose arrival lock is
-//! busy stored on its own without holding up its batch-mates.
+//! busy stored on its own after its batch-mates were committed.
 
-use core_app::store::{self, NewQuote, Stored};
+use core_app::store::{self, Applied, NewQuote, Stored};
+use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::intake::{Accepted, AssignedInsurer};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -58,8 +59,8 @@ async fn a_batch_stores_each_quote_with_its_own_insurers_and_refuses_a_taken_key
         new_quote(Some("k0"), &["alfa"]),
     ];
     let stored = create_all(&pool, &batch).await;
-    // The first "k2" in key order wins; the ids are random, so either may be it.
-    let (won, lost) = if stored[0] == Stored::New { (0, 4) } else { (4, 0) };
+    // The first "k2" in key order wins (the sort is stable: the one given first).
+    let (won, lost) = (0, 4);
     assert_eq!(stored[won], Stored::New);
     assert_eq!(stored[lost], Stored::KeyTaken);
     assert_eq!(stored[1..4], [Stored::New, Stored::New, Stored::Before]);
@@ -91,40 +92,68 @@ async fn quotes_created_together_share_a_commit() {
     assert!(transactions <= 4, "48 quotes in {transactions} transactions");
 }
 
+/// A consumer round that stored an early event of a quote holds its arrival lock until it
+/// commits: the quote's batch-mates are committed meanwhile, the quote is stored once the round
+/// commits, and the early event is then applied to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quote_whose_arrival_lock_is_busy_waits_alone() {
+async fn a_quote_whose_arrival_lock_is_busy_waits_alone_and_gets_its_early_event() {
     let pool = fresh_pool().await;
     let (free, busy) = (new_quote(None, &["alfa"]), new_quote(None, &["alfa"]));
-    // A consumer round holding `busy`'s arrival lock, as when its early event is being stored.
-    let mut holder = pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(store::arrival_lock(busy.accepted.id))
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let mut round = pool.begin().await.unwrap();
+    let event = QuoteEvent::new(
+        busy.accepted.id,
+        "alfa",
+        1,
+        InsurerOutcome::Declined { reason: "no".into() },
+        chrono::Utc::now(),
+    );
+    assert_eq!(store::apply_in(&mut round, &event).await.unwrap(), Applied::Early);
     let creating = tokio::spawn({
         let (pool, batch) = (pool.clone(), [free.clone(), busy.clone()]);
         async move { create_all(&pool, &batch).await }
     });
-    let stored = |quote: &NewQuote| {
-        let (pool, id) = (pool.clone(), quote.accepted.id);
-        async move {
-            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM quotes WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
     let waited = tokio::time::Instant::now();
-    while !stored(&free).await {
+    while status(&pool, &free).await.is_none() {
         assert!(waited.elapsed() < Duration::from_secs(10), "the free quote was held up by the busy one");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!creating.is_finished(), "the busy quote waits for its lock");
-    assert!(!stored(&busy).await);
-    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
+    assert_eq!(status(&pool, &busy).await, None);
+    round.commit().await.unwrap();
     assert_eq!(creating.await.unwrap(), [Stored::New, Stored::New]);
-    assert!(stored(&busy).await);
+    assert_eq!(status(&pool, &busy).await.as_deref(), Some("declined"), "the early event was applied");
+    assert_eq!(status(&pool, &free).await.as_deref(), Some("pending"));
+}
+
+/// A quote given again while a consumer round updates its row (uncommitted): the batch answers
+/// at once from what is committed, instead of waiting for the round, which may be waiting for
+/// an arrival lock the batch holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_given_again_while_its_row_is_being_updated_is_answered_without_waiting() {
+    let pool = fresh_pool().await;
+    let stored = new_quote(Some("k"), &["alfa"]);
+    assert_eq!(create_all(&pool, std::slice::from_ref(&stored)).await, [Stored::New]);
+    let mut round = pool.begin().await.unwrap();
+    sqlx::query("UPDATE quotes SET next_seq = next_seq + 1 WHERE id = $1")
+        .bind(stored.accepted.id)
+        .execute(&mut *round)
+        .await
+        .unwrap();
+    let batch = [stored.clone(), new_quote(Some("k"), &["alfa"]), new_quote(None, &["alfa"])];
+    let answered = tokio::time::timeout(Duration::from_secs(5), create_all(&pool, &batch)).await;
+    assert_eq!(
+        answered.expect("answered while the row's update is uncommitted"),
+        [Stored::Before, Stored::KeyTaken, Stored::New]
+    );
+    round.rollback().await.unwrap();
+}
+
+/// The pending or final status of the quote's (one) insurer; `None` when it is not stored.
+async fn status(pool: &PgPool, quote: &NewQuote) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM quote_insurers WHERE quote_id = $1")
+        .bind(quote.accepted.id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
 }
