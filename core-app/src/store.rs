@@ -177,14 +177,8 @@ async fn insert<'a>(
 }
 
 /// Starts the group commit of quotes: those created together are stored in one transaction.
-pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Result<Stored, platform::Problem>> {
-    let limits = Limits {
-        max_batch: 64,
-        in_flight: 4,
-        max_queued: std::time::Duration::from_secs(3),
-        batch_size_metric: "quote_store_batch_size",
-        overloaded_metric: "quote_store_overloaded_total",
-    };
+pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Stored> {
+    let limits = Limits::named("quote_store_batch_size", "quote_store_overloaded_total");
     GroupCommit::start(limits, move |quotes: Vec<NewQuote>| {
         let pool = pool.clone();
         async move {

@@ -81,7 +81,7 @@ async fn quotes_created_together_share_a_commit() {
     // On this single-threaded runtime all 48 are queued before the writer first runs.
     let writes = (0..48).map(|n| writer.write(new_quote(Some(&format!("k{n}")), &["alfa", "vsk"])));
     let stored = futures::future::join_all(writes).await;
-    assert!(stored.iter().all(|s| matches!(s, Ok(Ok(Stored::New)))), "{stored:?}");
+    assert!(stored.iter().all(|s| matches!(s, Ok(Stored::New))), "{stored:?}");
     let (quotes, insurers, transactions): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), (SELECT count(*) FROM quote_insurers), count(DISTINCT xmin::text) FROM quotes",
     )

@@ -14,6 +14,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// What a caller is told to wait when its job was refused.
 const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
+/// Per-job answers of a flush, in the jobs' order; an `Err` of the whole fails every job.
+pub type Answers<O> = Result<Vec<Result<O, Problem>>, Problem>;
+
 /// How a [`GroupCommit`] batches, and the names of its metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -28,6 +31,14 @@ pub struct Limits {
     pub batch_size_metric: &'static str,
     /// Counter of the jobs refused for having queued too long.
     pub overloaded_metric: &'static str,
+}
+
+impl Limits {
+    /// The limits both services use (64 a batch, 4 batches in flight, 3 s in the queue at
+    /// most), with the names of the writer's metrics.
+    pub fn named(batch_size_metric: &'static str, overloaded_metric: &'static str) -> Self {
+        Limits { max_batch: 64, in_flight: 4, max_queued: Duration::from_secs(3), batch_size_metric, overloaded_metric }
+    }
 }
 
 struct Job<J, O> {
@@ -48,12 +59,12 @@ impl<J, O> Clone for GroupCommit<J, O> {
 }
 
 impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
-    /// Starts a writer whose `flush` writes one batch and answers each of its jobs, in order.
-    /// A failed flush fails every job of its batch.
+    /// Starts a writer whose `flush` writes one batch and answers each of its jobs, in order:
+    /// a job may fail alone, or the whole batch with it.
     pub fn start<F, Fut>(limits: Limits, flush: F) -> Self
     where
         F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<O>, Problem>> + Send + 'static,
+        Fut: Future<Output = Answers<O>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(limits, queue, Arc::new(flush)));
@@ -73,7 +84,7 @@ where
     J: Send + 'static,
     O: Send + 'static,
     F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<O>, Problem>> + Send + 'static,
+    Fut: Future<Output = Answers<O>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.in_flight));
     while let Some(first) = queue.recv().await {
@@ -104,10 +115,10 @@ where
             let (jobs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.job, j.reply)).unzip();
             metrics::histogram!(limits.batch_size_metric).record(jobs.len() as f64);
             match flush(jobs).await {
-                Ok(outcomes) => {
-                    debug_assert_eq!(outcomes.len(), replies.len(), "one answer per job");
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
+                Ok(answers) => {
+                    debug_assert_eq!(answers.len(), replies.len(), "one answer per job");
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
                     }
                 }
                 Err(problem) => {

@@ -11,13 +11,6 @@ use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Most applications in one statement.
-const MAX_BATCH: usize = 64;
-/// Batches in flight at once (each holds one pooled connection).
-const IN_FLIGHT: usize = 4;
-/// An application queued longer than this is refused (503) rather than stored.
-pub const MAX_QUEUED: Duration = Duration::from_secs(3);
-
 /// One application to store.
 #[derive(Debug, Clone)]
 pub struct NewApplication {
@@ -48,21 +41,21 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on `pool`; it stops when the last handle is dropped.
     pub fn start(pool: PgPool) -> Self {
-        Self::with_max_queued(pool, MAX_QUEUED)
+        Self::with_limits(pool, Limits::named("intake_batch_size", "intake_overloaded_total"))
     }
 
     /// [`Writer::start`], refusing applications queued longer than `max_queued`.
     pub fn with_max_queued(pool: PgPool, max_queued: Duration) -> Self {
-        let limits = Limits {
-            max_batch: MAX_BATCH,
-            in_flight: IN_FLIGHT,
-            max_queued,
-            batch_size_metric: "intake_batch_size",
-            overloaded_metric: "intake_overloaded_total",
-        };
+        Self::with_limits(pool, Limits { max_queued, ..Limits::named("intake_batch_size", "intake_overloaded_total") })
+    }
+
+    fn with_limits(pool: PgPool, limits: Limits) -> Self {
         let batches = GroupCommit::start(limits, move |applications: Vec<NewApplication>| {
             let pool = pool.clone();
-            async move { store(&pool, &applications).await.map_err(Problem::database) }
+            async move {
+                let created = store(&pool, &applications).await.map_err(Problem::database)?;
+                Ok(created.into_iter().map(Ok).collect())
+            }
         });
         Self { batches }
     }

@@ -59,7 +59,7 @@ impl Default for ApiSettings {
 pub struct AppState {
     pub pool: PgPool,
     /// Stores created quotes, those created together in one transaction.
-    pub quotes: GroupCommit<NewQuote, Result<Stored, Problem>>,
+    pub quotes: GroupCommit<NewQuote, Stored>,
     pub hub: Arc<Hub>,
     pub aggregator: AggregatorClient,
     pub settings: Arc<ApiSettings>,

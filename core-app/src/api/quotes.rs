@@ -97,7 +97,7 @@ pub async fn create(
         expires_at: accepted.deadline + grace,
         trace: Some(trace),
     };
-    match state.quotes.write(quote).await?? {
+    match state.quotes.write(quote).await? {
         Stored::New | Stored::Before => {}
         // Two requests with one key raced; the winner stored the quote.
         Stored::KeyTaken => {
