@@ -516,6 +516,40 @@ async fn a_notified_task_is_created_at_once_even_with_a_long_fallback_tick() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn tasks_notified_one_after_another_are_claimed_several_at_a_time() {
+    let mut h = Harness::new().await;
+    // The slow insurer's offer comes 3 s after the create: every task is still held, under
+    // the lease its claim took, when the claims are counted.
+    start_slow(&mut h, Duration::from_secs(5), poller::DEFAULT_LEASE, true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for day in 0..20 {
+        ids.push(h.submit(&application(10 + day), &["slow"], Duration::from_secs(30), true).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let span = started.elapsed();
+    let claims: i64 = eventually(Duration::from_secs(2), || async {
+        // A claim's `now()` is its transaction's: the tasks one claim took share a lease end.
+        let (held, claims): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE lease_owner IS NOT NULL), count(DISTINCT lease_until) FROM tasks
+             WHERE application_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+        (held == 20).then_some(claims)
+    })
+    .await
+    .expect("every notified task is claimed");
+    // One claim at the first notification, then at most one per gap of 40 ms.
+    let most = 2 + span.as_millis() as i64 / 40;
+    assert!(claims <= most.min(10), "20 tasks over {span:?} took {claims} claims (at most {most})");
+    h.stop().await;
+}
+
 // ------------------------------------------------------------------ (d) leases
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The outbox relay against real Postgres and Kafka: a row whose transaction commits late
-//! is still published, rows are deleted only once delivered, and a second relay stands by
-//! while the first holds the lock.
+//! is still published, rows are deleted only once delivered (a steady stream's rows each
+//! published once), and a second relay stands by while the first holds the lock.
 
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
@@ -119,4 +119,44 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     );
     stop_second.send(true).unwrap();
     second.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_steady_stream_is_published_once_each_and_then_deleted() {
+    let (pool, _) = testkit::fresh_database("relay_stream").await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let topic = testkit::fresh_topic("relay_stream", 3).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_name("relay_stream"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let relay = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), shutdown));
+
+    // Rows committed one by one while rounds run: a round deletes the rows the one before it
+    // delivered, and must not publish them again.
+    let trace = TraceParent::root();
+    let mut sent = std::collections::BTreeSet::new();
+    let mut conn = pool.acquire().await.unwrap();
+    for _ in 0..300 {
+        let event = event(Uuid::new_v4(), "alfa");
+        sent.insert(event.event_id);
+        aggregator::outbox::append(&mut conn, &event, &trace).await.unwrap();
+    }
+    // A copy would follow its first within milliseconds; two quiet seconds are plenty.
+    let got = received_within(&consumer, 301, Duration::from_secs(2)).await;
+    let ids: Vec<Uuid> = got.iter().map(|(e, _)| e.event_id).collect();
+    let unique: std::collections::BTreeSet<Uuid> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "each row published once");
+    assert_eq!(unique, sent, "every row published");
+    assert_eq!(outbox_rows(&pool).await, 0, "delivered rows are deleted");
+    stop.send(true).unwrap();
+    relay.await.unwrap().unwrap();
 }

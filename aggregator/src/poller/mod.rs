@@ -2,7 +2,8 @@
 //!
 //! It registers the insurer and renews its heartbeat, is woken by intake's
 //! `NOTIFY osago_tasks '<insurer>'` (with a fallback tick and a wake-up at the next due
-//! task), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`; an expired lease is
+//! task), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`, at most every
+//! [`CLAIM_GAP`], so a busy insurer's tasks go several to a claim; an expired lease is
 //! claimable again, so a killed replica's tasks are taken over), and runs one *step* per
 //! claimed task — create the calculation or poll it — with at most
 //! `rateLimit.maxConcurrent` steps in flight. The calls go through the insurer's
@@ -66,6 +67,11 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// Shortest pause between two looks for due tasks (a due task can be briefly locked by
 /// another replica's claim).
 const MIN_PAUSE: Duration = Duration::from_millis(10);
+/// Shortest time between two claims. A busy insurer is woken by every intake commit; a
+/// claim each time would take one task per statement (the claim is the poller's costliest
+/// statement). Waiting this long after the last claim lets the tasks arriving meanwhile go
+/// in one; an idle poller's first claim is not delayed.
+const CLAIM_GAP: Duration = Duration::from_millis(40);
 /// Tries of a write-back before the step gives up and lets the lease run out.
 const WRITE_TRIES: u32 = 3;
 
@@ -165,6 +171,7 @@ pub async fn run_with_api(
     let mut due_at: Option<Instant> = None;
     // The fallback look: at most `fallback_tick` after the last look, however busy the loop is.
     let mut tick = Instant::now() + fallback_tick;
+    let mut last_look: Option<Instant> = None;
     loop {
         while let Some(done) = in_flight.try_join_next() {
             note_done(&insurer, done, &mut due_at);
@@ -175,8 +182,10 @@ pub async fn run_with_api(
         // claimed gets one of the permits taken here: a replica never claims more than it can
         // call at once.
         let free = slots.available_permits();
-        if free > 0 && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
+        let may_look = last_look.is_none_or(|at| at + CLAIM_GAP <= Instant::now());
+        if free > 0 && may_look && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
             look_now = false;
+            last_look = Some(Instant::now());
             tick = Instant::now() + fallback_tick;
             let mut permits = slots.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)).ok();
             let taken = permits.as_ref().map_or(0, |p| p.num_permits());
@@ -206,11 +215,12 @@ pub async fn run_with_api(
         // With every slot busy, nothing is claimable: the loop waits for a slot to free up
         // (the semaphore is fair: a permit taken here is handed on at once).
         let full = slots.available_permits() == 0;
-        let wake_at = due_at.map_or(tick, |due| due.min(tick));
+        let wanted = if look_now { Instant::now() } else { due_at.map_or(tick, |due| due.min(tick)) };
+        let wake_at = last_look.map_or(wanted, |at| wanted.max(at + CLAIM_GAP));
         tokio::select! {
             () = &mut shutdown => break,
             () = wake.notified() => look_now = true,
-            () = tokio::time::sleep_until(wake_at), if !full => look_now = wake_at >= tick,
+            () = tokio::time::sleep_until(wake_at), if !full => look_now |= wake_at >= tick,
             _ = slots.acquire(), if full => {}
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => note_done(&insurer, done, &mut due_at),
         }
