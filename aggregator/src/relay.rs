@@ -99,12 +99,15 @@ async fn active(
     let mut delivered = Vec::new();
     loop {
         drain(&mut listener);
-        let published = match publish_batch(&mut lock, producer, topic, &mut delivered).await {
-            Ok(n) => n,
+        let follows = match publish_batch(&mut lock, producer, topic, &mut delivered).await {
+            Ok(published) => published as i64 == BATCH || notified(&mut listener),
             Err(e) => {
                 tracing::warn!(error = %e, "outbox round failed; retrying");
                 metrics::counter!("outbox_relay_errors_total").increment(1);
-                tokio::time::sleep(FALLBACK).await;
+                tokio::select! {
+                    _ = &mut *shutdown => return Ok(()),
+                    _ = tokio::time::sleep(FALLBACK) => {}
+                }
                 // The lock lives as long as its connection; lose one and the other relay takes
                 // over. A round that succeeded went through it; a failed one checks it.
                 sqlx::query("SELECT 1").execute(&mut lock).await?;
@@ -115,12 +118,24 @@ async fn active(
             record_depth(pool).await;
             last_gauge = Instant::now();
         }
-        if published as i64 == BATCH || notified(&mut listener) {
+        // Looked at after every round: under a steady stream a round always follows.
+        let stopping = shutdown.as_mut().now_or_never().is_some();
+        if follows && !stopping {
             continue;
         }
         if !delivered.is_empty() {
-            delete(&mut lock, &delivered).await?;
-            delivered.clear();
+            match delete(&mut lock, &delivered).await {
+                Ok(()) => delivered.clear(),
+                // Kept for the next round's read, which runs on the lock's connection: a lost
+                // connection ends the tenure there.
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting delivered rows failed; the next round retries");
+                    metrics::counter!("outbox_relay_errors_total").increment(1);
+                }
+            }
+        }
+        if stopping {
+            return Ok(());
         }
         tokio::select! {
             _ = &mut *shutdown => return Ok(()),

@@ -64,13 +64,11 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A step ends this long before its lease, so its write lands while the lease is ours and
 /// the next holder's first call is at least this long after our last one.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
-/// Shortest pause between two looks for due tasks (a due task can be briefly locked by
-/// another replica's claim).
-const MIN_PAUSE: Duration = Duration::from_millis(10);
 /// Shortest time between two claims. A busy insurer is woken by every intake commit; a
 /// claim each time would take one task per statement (the claim is the poller's costliest
 /// statement). Waiting this long after the last claim lets the tasks arriving meanwhile go
-/// in one; an idle poller's first claim is not delayed.
+/// in one; an idle poller's first claim is not delayed. It is also the pause before looking
+/// again at a due task that another replica's claim had locked.
 const CLAIM_GAP: Duration = Duration::from_millis(40);
 /// Tries of a write-back before the step gives up and lets the lease run out.
 const WRITE_TRIES: u32 = 3;
@@ -191,7 +189,7 @@ pub async fn run_with_api(
             let taken = permits.as_ref().map_or(0, |p| p.num_permits());
             match store::claim(&pool, &insurer, &replica_id, lease, taken).await {
                 Ok(claim) => {
-                    due_at = claim.next_due.map(|due| Instant::now() + due.max(MIN_PAUSE));
+                    due_at = claim.next_due.map(|due| Instant::now() + due);
                     for task in claim.tasks {
                         // The quote's trace; an application stored without one is traced by its id.
                         let stored = task.traceparent.as_deref().and_then(TraceParent::parse);
