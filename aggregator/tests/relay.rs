@@ -163,7 +163,7 @@ async fn a_steady_stream_is_published_once_each_and_then_deleted() {
     drop(conn);
     let mut writing = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let (pool, trace) = (pool.clone(), trace.clone());
+        let (pool, trace) = (pool.clone(), trace);
         writing.spawn(async move {
             // Without waiting for the flush, rows come faster than rounds.
             let mut conn = pool.acquire().await.unwrap();
