@@ -5,7 +5,7 @@ use bench::limits;
 use bench::load::{self, Capacity, OpenLoop, QuoteRun};
 use bench::pipeline::{self, Detections, Tap};
 use bench::procstat::{self, Snapshot};
-use bench::report::{self, FanOut, Http2Streams, Intake, Machine, PhaseResult, Plan, Results};
+use bench::report::{self, BrokerWarmUp, FanOut, Http2Streams, Intake, Machine, PhaseResult, Plan, Results};
 use bench::stack::{Env, Stack};
 use bench::stats::Summary;
 use clap::{Parser, Subcommand};
@@ -14,8 +14,8 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -213,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             save(&out, "fanout.json", &results.fanout)?;
         }
     }
+    results.machine.broker_warm_up = BROKER_WARM_UP.get().cloned().flatten();
     results.machine.finish();
     results.wall_seconds = clock.elapsed().as_secs_f64();
     save(&out, "results.json", &results)?;
@@ -283,12 +284,55 @@ impl<'a> Session<'a> {
     }
 
     async fn warm_up(&mut self, vins: &AtomicU64) -> anyhow::Result<()> {
+        if BROKER_WARM_UP.get().is_none() {
+            let warmed = self.warm_broker(vins).await;
+            let _ = BROKER_WARM_UP.set(warmed);
+        }
         let pb = bar(0, "warm-up 3 quotes/s");
         let _ =
             load::open_loop(&self.client, &self.stack.core_url, 3.0, Duration::from_secs(4), 10_000, vins, &pb).await;
         pb.finish_and_clear();
         self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
         Ok(())
+    }
+
+    /// Load in rounds of [`BROKER_ROUND`] until the broker's JIT compilers use under
+    /// [`BROKER_SETTLED`] cores (at most [`BROKER_WARM_UP_MAX`]); `None` without a broker.
+    async fn warm_broker(&mut self, vins: &AtomicU64) -> Option<BrokerWarmUp> {
+        let pids = procstat::pids_matching("kafka.Kafka");
+        if pids.is_empty() {
+            return None;
+        }
+        let compiling = || -> f64 {
+            pids.iter()
+                .map(|p| {
+                    procstat::thread_cpu_seconds(*p, "C1 Compiler") + procstat::thread_cpu_seconds(*p, "C2 Compiler")
+                })
+                .sum()
+        };
+        let started = std::time::Instant::now();
+        let pb = bar(0, "warming the broker's JIT");
+        let mut warm = BrokerWarmUp::default();
+        while started.elapsed() < BROKER_WARM_UP_MAX {
+            let (before, at) = (compiling(), std::time::Instant::now());
+            let _ = load::open_loop(&self.client, &self.stack.core_url, 25.0, BROKER_ROUND, 10_000, vins, &pb).await;
+            warm.last_cores = (compiling() - before) / at.elapsed().as_secs_f64();
+            if warm.first_cores == 0.0 {
+                warm.first_cores = warm.last_cores;
+            }
+            pb.set_message(format!("compilers {:.2} cores", warm.last_cores));
+            if warm.last_cores < BROKER_SETTLED {
+                warm.settled = true;
+                break;
+            }
+        }
+        pb.finish_and_clear();
+        warm.seconds = started.elapsed().as_secs_f64();
+        println!(
+            "    broker JIT: {:.0} s of warm-up load, compilers {:.2} → {:.2} cores",
+            warm.seconds, warm.first_cores, warm.last_cores
+        );
+        Some(warm)
     }
 
     async fn settle(&self) {
@@ -476,6 +520,13 @@ async fn seed_quotes(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<Uuid>>
 /// HTTP/2 connections the idle streams are spread over: hyper's server allows 200 concurrent
 /// streams on one connection, so 10 000 streams need at least 50.
 const H2_CONNECTIONS: usize = 64;
+/// The broker's JIT warm-up, run once per bench before the first phase.
+static BROKER_WARM_UP: OnceLock<Option<BrokerWarmUp>> = OnceLock::new();
+/// One round of the broker's warm-up load (25 quotes/s).
+const BROKER_ROUND: Duration = Duration::from_secs(10);
+/// Compiler threads under this many cores: the JIT has settled.
+const BROKER_SETTLED: f64 = 0.05;
+const BROKER_WARM_UP_MAX: Duration = Duration::from_secs(180);
 
 /// The idle streams of [`fanout`] again, multiplexed over HTTP/2 on a fresh stack: memory per
 /// stream on core-app and on the plain axum baseline.

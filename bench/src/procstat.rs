@@ -7,13 +7,30 @@ const HZ: f64 = 100.0;
 
 /// CPU seconds (user + system, all threads) used so far by `pid`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds from a `stat` file of a process or a thread.
+fn cpu_seconds_of(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / HZ)
+}
+
+/// CPU seconds used so far by the threads of `pid` whose name starts with `prefix` (e.g. the
+/// JVM's "C2 CompilerThre…").
+pub fn thread_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tid| cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat")))
+        .sum()
 }
 
 /// Resident set size of `pid` in KiB.
