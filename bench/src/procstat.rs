@@ -106,3 +106,30 @@ pub fn delta(a: &Snapshot, b: &Snapshot) -> (BTreeMap<String, f64>, f64, f64) {
     let wall = b.at.duration_since(a.at).as_secs_f64();
     (out, busy / total, wall)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threads_cpu_is_counted_by_its_name() {
+        let busy = std::thread::Builder::new()
+            .name("procstat-spin".into())
+            .spawn(|| {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                let mut n = 0u64;
+                while std::time::Instant::now() < until {
+                    n = n.wrapping_add(1);
+                }
+                n
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let me = std::process::id();
+        let spun = thread_cpu_seconds(me, "procstat-spin");
+        busy.join().unwrap();
+        assert!(spun >= 0.05, "the spinning thread's CPU: {spun} s");
+        assert_eq!(thread_cpu_seconds(me, "no-such-thread"), 0.0);
+        assert!(cpu_seconds(me).unwrap() >= spun, "the process counts all its threads");
+    }
+}
