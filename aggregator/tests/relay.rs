@@ -38,22 +38,28 @@ async fn received(consumer: &StreamConsumer, n: usize) -> Vec<(QuoteEvent, Optio
     received_within(consumer, n, Duration::from_secs(15)).await
 }
 
+/// A fresh aggregator database, a fresh topic, and a consumer of it from the start.
+async fn outbox_and_topic(name: &str) -> (sqlx::PgPool, String, StreamConsumer) {
+    let (pool, _) = testkit::fresh_database(name).await;
+    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
+    let topic = testkit::fresh_topic(name, 3).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_name(name))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    (pool, topic, consumer)
+}
+
 async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap()
 }
 
 #[tokio::test]
 async fn a_late_commit_is_published_and_only_one_relay_runs() {
-    let (pool, _) = testkit::fresh_database("relay").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
-    let topic = testkit::fresh_topic("relay", 3).await;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", testkit::kafka_brokers())
-        .set("group.id", testkit::unique_name("relay"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
+    let (pool, topic, consumer) = outbox_and_topic("relay").await;
 
     // Transaction A takes the lower id but commits after B.
     let quote = Uuid::new_v4();
@@ -123,16 +129,7 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_stream_is_published_once_each_and_then_deleted() {
-    let (pool, _) = testkit::fresh_database("relay_stream").await;
-    aggregator::db::MIGRATOR.run(&pool).await.unwrap();
-    let topic = testkit::fresh_topic("relay_stream", 3).await;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", testkit::kafka_brokers())
-        .set("group.id", testkit::unique_name("relay_stream"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
+    let (pool, topic, consumer) = outbox_and_topic("relay_stream").await;
     let (stop, mut stopped) = watch::channel(false);
     let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
     let shutdown = async move {

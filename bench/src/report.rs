@@ -519,7 +519,9 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 format!(
                     "| highest sustainable load, 6 insurers | {q:.0} quotes/s ({:.0} offers/s){} | ≥ 200 quotes/s | {:.0} % of target | {} |",
                     q * 6.0,
-                    repeats_held(results).map(|(held, of)| format!(", held in {held} of {of} repeats")).unwrap_or_default(),
+                    repeats_held(results)
+                        .map(|(held, of)| format!(", held in {held} of {of} repeats"))
+                        .unwrap_or_default(),
                     q / 200.0 * 100.0,
                     status(q >= 200.0)
                 ),
