@@ -60,7 +60,7 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: bench bench-quick
-bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (about 12 min, up to 3 more warming a freshly started broker)
+bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (12–17 min: 730 and 977 s measured)
 	scripts/bench.sh
 
 bench-quick: ## Quick benchmark for regression checks (under 5 minutes once built)
