@@ -1091,7 +1091,7 @@ const METHOD: &str = r#"
   `message.timestamp.type=LogAppendTime`, 6 partitions; processes are the release binaries started as `scripts/demo.sh`
   starts them, configured by files written under the run's raw-data folder (`stacks/*/config`), logs beside them.
 - Before the first phase, the bench loads the first stack at 25 quotes/s, in rounds of 10 s, until the Kafka broker's
-  JIT compiler threads (`C1/C2 CompilerThread` in `/proc/<pid>/task`) use under 5 % of a core, for at most 3 min. A
+  JIT compiler threads (`C1/C2 CompilerThread` in `/proc/<pid>/task`) use under 5 % of a core, for at most 100 s. A
   broker started minutes earlier is still compiling, and its CPU per quote reads 1.5–3 times its settled figure.
 - The sandbox runs as `bench-sandbox`: the sandbox library's own routers plus a recorder (a middleware) that notes, per
   calculation, the VIN of its application at create time and, at the first poll that finds it ready, the ready instant
