@@ -178,14 +178,14 @@ async fn main() -> anyhow::Result<()> {
             // The ramp's steps that held, highest first: a load is sustainable when every one of
             // its repeats (longer, on a fresh stack) holds too; one that breaks hands over to the
             // step below.
-            let mut held: Vec<f64> =
+            let mut candidates: Vec<f64> =
                 results.pipeline.iter().filter(|p| p.kind == "ramp" && p.pass).map(|p| p.quotes_per_s).collect();
-            held.sort_by(|a, b| b.total_cmp(a));
-            held.dedup();
+            candidates.sort_by(|a, b| b.total_cmp(a));
+            candidates.dedup();
             let mut stack = start_stack(&env, "max").await?;
             let mut session = Session::new(&mut stack).await?;
             session.warm_up(&vins).await?;
-            for qps in held.into_iter().take(MAX_LEVELS_REPEATED) {
+            for qps in candidates.into_iter().take(MAX_LEVELS_REPEATED) {
                 let label = format!("max {qps:.0} quotes/s");
                 let mut all_held = true;
                 for rep in 0..plan.reps_at_max {
@@ -329,7 +329,11 @@ impl<'a> Session<'a> {
         };
         let started = std::time::Instant::now();
         let pb = bar(0, "warming the broker's JIT");
-        let mut warm = BrokerWarmUp::default();
+        let mut warm = BrokerWarmUp {
+            round_seconds: BROKER_ROUND.as_secs_f64(),
+            settled_below: BROKER_SETTLED,
+            ..BrokerWarmUp::default()
+        };
         while started.elapsed() < BROKER_WARM_UP_MAX {
             let (before, at) = (compiling(), std::time::Instant::now());
             let _ = load::open_loop(&self.client, &self.stack.core_url, 25.0, BROKER_ROUND, 10_000, vins, &pb).await;

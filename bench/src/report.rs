@@ -108,6 +108,9 @@ pub struct Machine {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BrokerWarmUp {
     pub seconds: f64,
+    /// The length of one round of load, and the compilers' share of a core that counts as settled.
+    pub round_seconds: f64,
+    pub settled_below: f64,
     /// Cores the broker's compiler threads used in the first round and in the last.
     pub first_cores: f64,
     pub last_cores: f64,
@@ -366,7 +369,7 @@ fn repeats_held(results: &Results) -> Vec<(String, usize, usize)> {
     levels
 }
 
-/// The repeats as a clause: "repeated: 55 quotes/s held in 2 of 3, 49 quotes/s in 3 of 3".
+/// The repeats as a clause: "; repeated on a fresh stack: 55 quotes/s held in 2 of 3, …".
 fn repeats_clause(results: &Results) -> String {
     let levels = repeats_held(results);
     if levels.is_empty() {
@@ -457,8 +460,10 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             &mut md,
             format!(
                 "- Kafka's JIT: a broker started minutes before compiles for minutes, and that CPU would be charged to \
-                every phase. So load ran first, in rounds of 10 s, until the broker's compiler threads used under 5 % of \
-                a core: {:.0} s, from {:.2} to {:.2} cores{}.",
+                every phase. So load ran first, in rounds of {:.0} s, until the broker's compiler threads used under \
+                {:.0} % of a core: {:.0} s, from {:.2} to {:.2} cores{}.",
+                b.round_seconds,
+                b.settled_below * 100.0,
                 b.seconds,
                 b.first_cores,
                 b.last_cores,
