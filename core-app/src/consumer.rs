@@ -175,15 +175,9 @@ impl Traced {
     }
 }
 
-/// Applies `events` in one transaction, in the order given.
+/// Applies `events` in one transaction (one statement), in the order given.
 async fn apply_together(pool: &PgPool, events: &[&Traced]) -> sqlx::Result<Vec<Applied>> {
-    let mut tx = pool.begin().await?;
-    let mut applied = Vec::with_capacity(events.len());
-    for traced in events {
-        applied.push(store::apply_in(&mut tx, &traced.event).instrument(traced.span.clone()).await?);
-    }
-    tx.commit().await?;
-    Ok(applied)
+    store::apply_all(pool, &events.iter().map(|traced| &traced.event).collect::<Vec<_>>()).await
 }
 
 /// The message's `traceparent` header, or a new trace for a message sent without one.

@@ -8,15 +8,14 @@ use domain::intake::Accepted;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use serde::Serialize;
-use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// NOTIFY channel of quotes with new events; every replica listens. The payload is
-/// [`push_payload`]'s: the quote id, then the event itself when it fits.
+/// `<quote> <seq> <name> <data>`, or the quote id alone when the event is too large for a
+/// notification (`push_event`, migration 0004); [`parse_push`] reads it.
 pub const CHANNEL: &str = "osago_quote_events";
-/// Largest payload that carries the event (Postgres refuses payloads of 8000 bytes and more).
-const MAX_PUSH: usize = 7900;
 /// Reason given to insurers still pending when the quote's deadline passes.
 pub const EXPIRED_REASON: &str = "no answer before the deadline";
 
@@ -53,6 +52,19 @@ impl Applied {
             Applied::Late => "late",
             Applied::UnknownInsurer => "unknown_insurer",
         }
+    }
+
+    /// A row of `apply_events`: the label, the sequence number when stored, and completion.
+    fn from_row(label: &str, seq: Option<i64>, completed: bool) -> sqlx::Result<Self> {
+        Ok(match (label, seq) {
+            ("stored", Some(seq)) => Applied::Stored { seq, completed },
+            ("duplicate", _) => Applied::Duplicate,
+            ("stale", _) => Applied::Stale,
+            ("early", _) => Applied::Early,
+            ("late", _) => Applied::Late,
+            ("unknown_insurer", _) => Applied::UnknownInsurer,
+            _ => return Err(sqlx::Error::Protocol(format!("apply_events answered {label:?} ({seq:?})"))),
+        })
     }
 }
 
@@ -201,11 +213,9 @@ async fn adopt_early(pool: &PgPool, quote: Uuid) -> sqlx::Result<()> {
             .await?;
     let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
     early.sort_by_key(|e| (e.insurer.clone(), e.version));
-    let mut completed = false;
-    for event in &early {
-        completed |= apply_in(&mut tx, event).await?.completed();
-    }
+    let applied = apply_all(&mut *tx, &early.iter().collect::<Vec<_>>()).await?;
     tx.commit().await?;
+    let completed = applied.iter().any(|a| a.completed());
     count_completed(u64::from(completed));
     Ok(())
 }
@@ -241,142 +251,46 @@ pub fn count_completed(quotes: u64) {
     }
 }
 
-/// Applies one event from the aggregator exactly once.
+/// Applies one event from the aggregator exactly once, in its own transaction.
 pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    let mut tx = pool.begin().await?;
-    let applied = apply_in(&mut tx, event).await?;
-    tx.commit().await?;
-    Ok(applied)
+    let applied = apply_all(pool, &[event]).await?;
+    applied.into_iter().next().ok_or_else(|| sqlx::Error::Protocol("apply_events answered nothing".into()))
 }
 
-/// [`apply`] inside the caller's transaction (a consumer round applies all its events in one).
-pub async fn apply_in(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    // Four round trips (five when the quote completes): each one costs a wake-up of this
-    // task and of the backend, which is most of the CPU an event costs. The first statement
-    // locks the quote's row and the insurer's row; one that waited for a lock re-reads both
-    // (Postgres re-checks locked rows at their newest version), so what it decides on is what
-    // the previous holder committed. `seen` comes from the statement's snapshot and may miss
-    // a duplicate applied meanwhile — the insurer's version then stops it as stale.
-    let row: Option<Locked> = sqlx::query_as(
-        "SELECT q.next_seq, q.completed_at, i.display_name, i.version,
-                EXISTS (SELECT 1 FROM quote_events WHERE event_id = $3) AS seen
-         FROM quotes q JOIN quote_insurers i ON i.quote_id = q.id AND i.insurer = $2
-         WHERE q.id = $1
-         FOR UPDATE OF q, i",
+/// Applies events in the order given, each exactly once, in one statement (`apply_events`,
+/// migration 0004): its own transaction on a pool, part of the caller's on a transaction.
+/// Answers for each, in the same order.
+pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
+    // One round trip, however many events: under load, a round trip's cost is mostly the
+    // wait for the CPU on both sides, and a round of events made two or three per event.
+    let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_value(e.event_type).ok().and_then(|v| v.as_str().map(str::to_string)))
+        .map(Option::unwrap_or_default)
+        .collect();
+    let payloads = events.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>();
+    let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT out_applied, out_seq, out_completed FROM apply_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(event.quote_id)
-    .bind(&event.insurer)
-    .bind(event.event_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(Locked { next_seq, completed_at, display_name, version, seen }) = row else {
-        return apply_unmatched(tx, event).await;
-    };
-    if seen {
-        return Ok(Applied::Duplicate);
-    }
-    if completed_at.is_some() {
-        return Ok(Applied::Late);
-    }
-    if i64::from(event.version) <= i64::from(version) {
-        return Ok(Applied::Stale);
-    }
-    let (status, offer, reason) = outcome_columns(&event.outcome);
-    // Serialised once: the stored event and the pushed one are the same text.
-    let data = insurer_event_data(&event.insurer, &display_name, status, offer.as_ref(), reason.as_deref()).to_string();
-    let name = event.outcome.event_type();
-    let name = serde_json::to_value(name).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    // The insurer's new state, the event, the quote's next sequence number and the
-    // notification in one statement (data-modifying CTEs run whether or not they are read);
-    // it answers how many insurers are still pending — its own changes are invisible to its
-    // own reads, hence "the other insurers" plus this one.
-    let pending: i64 = sqlx::query_scalar(
-        "WITH insurer AS (
-             UPDATE quote_insurers SET status = $3, version = $4, offer = $5, reason = $6, updated_at = now()
-             WHERE quote_id = $1 AND insurer = $2 RETURNING 1
-         ), event AS (
-             INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $7, $8, $9, $10::jsonb) RETURNING 1
-         ), quote AS (
-             UPDATE quotes SET next_seq = $7 + 1 WHERE id = $1 RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND insurer <> $2 AND status = 'pending')
-              + CASE WHEN $3 = 'pending' THEN 1 ELSE 0 END
-         FROM (SELECT pg_notify($11, $12)) AS notified",
-    )
-    .bind(event.quote_id)
-    .bind(&event.insurer)
-    .bind(status)
-    .bind(event.version as i32)
-    .bind(&offer)
-    .bind(&reason)
-    .bind(next_seq)
-    .bind(event.event_id)
-    .bind(&name)
-    .bind(&data)
     .bind(CHANNEL)
-    .bind(push_payload(event.quote_id, next_seq, &name, &data))
-    .fetch_one(&mut *tx)
+    .bind(events.iter().map(|e| e.quote_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.insurer.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| i32::try_from(e.version).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(columns.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(columns.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
+    .bind(columns.iter().map(|c| c.2.clone()).collect::<Vec<_>>())
+    .bind(&names)
+    .bind(&payloads)
+    .bind(events.iter().map(|e| arrival_lock(e.quote_id)).collect::<Vec<_>>())
+    .fetch_all(db)
     .await?;
-    let completed = pending == 0 && complete(tx, event.quote_id, next_seq + 1).await?;
-    Ok(Applied::Stored { seq: next_seq, completed })
-}
-
-/// The quote's `next_seq` and completion time, under its row lock; `None` when not stored.
-async fn lock_quote(tx: &mut PgConnection, quote: Uuid) -> sqlx::Result<Option<(i64, Option<DateTime<Utc>>)>> {
-    sqlx::query_as("SELECT next_seq, completed_at FROM quotes WHERE id = $1 FOR UPDATE")
-        .bind(quote)
-        .fetch_optional(&mut *tx)
-        .await
-}
-
-/// A quote and one of its insurers, locked for applying an event.
-#[derive(sqlx::FromRow)]
-struct Locked {
-    next_seq: i64,
-    completed_at: Option<DateTime<Utc>>,
-    display_name: String,
-    version: i32,
-    /// The event was stored before.
-    seen: bool,
-}
-
-/// An event whose quote, or whose insurer in it, is not stored: it waits for its quote in
-/// early_events, or is refused.
-async fn apply_unmatched(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<Applied> {
-    let mut quote = lock_quote(tx, event.quote_id).await?;
-    if quote.is_none() {
-        // Not stored yet, or being stored right now by `create`, whose commit this statement
-        // could not see: wait for its arrival lock, then look again. Without it the event
-        // could land in early_events after `create` took them, and never be applied.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(arrival_lock(event.quote_id)).execute(&mut *tx).await?;
-        quote = lock_quote(tx, event.quote_id).await?;
+    if rows.len() != events.len() {
+        return Err(sqlx::Error::Protocol(format!("apply_events answered {} of {} events", rows.len(), events.len())));
     }
-    match quote {
-        // Stored meanwhile: the normal path, under the quote's lock.
-        Some(_) if is_insurer_of(tx, event).await? => Box::pin(apply_in(tx, event)).await,
-        Some((_, Some(_))) => Ok(Applied::Late),
-        Some(_) => Ok(Applied::UnknownInsurer),
-        None => {
-            sqlx::query(
-                "INSERT INTO early_events (event_id, quote_id, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(event.event_id)
-            .bind(event.quote_id)
-            .bind(sqlx::types::Json(event))
-            .execute(&mut *tx)
-            .await?;
-            Ok(Applied::Early)
-        }
-    }
-}
-
-/// Whether the event's insurer is one of its quote's.
-async fn is_insurer_of(tx: &mut PgConnection, event: &QuoteEvent) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM quote_insurers WHERE quote_id = $1 AND insurer = $2)")
-        .bind(event.quote_id)
-        .bind(&event.insurer)
-        .fetch_one(&mut *tx)
-        .await
+    rows.into_iter().map(|(label, seq, completed)| Applied::from_row(&label, seq, completed)).collect()
 }
 
 /// The advisory lock key that orders a quote's arrival against its early events.
@@ -385,6 +299,7 @@ pub fn arrival_lock(quote: Uuid) -> i64 {
     quote.as_u64_pair().1 as i64
 }
 
+/// An outcome's `quote_insurers` columns: status, offer, reason.
 fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Option<String>) {
     match outcome {
         InsurerOutcome::Pending => ("pending", None, None),
@@ -393,87 +308,6 @@ fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Op
         InsurerOutcome::Failed { reason } => ("failed", None, Some(reason.clone())),
         InsurerOutcome::Expired => ("expired", None, Some(EXPIRED_REASON.into())),
     }
-}
-
-/// The SSE `data` of a status or offer event.
-fn insurer_event_data(
-    insurer: &str,
-    display_name: &str,
-    status: &str,
-    offer: Option<&Value>,
-    reason: Option<&str>,
-) -> Value {
-    let mut data = json!({"insurer": insurer, "display_name": display_name, "status": status});
-    if let Some(offer) = offer {
-        data["offer"] = offer.clone();
-    }
-    if let Some(reason) = reason {
-        data["reason"] = json!(reason);
-    }
-    data
-}
-
-async fn insert_event(
-    tx: &mut PgConnection,
-    quote: Uuid,
-    seq: i64,
-    event_id: Option<Uuid>,
-    name: &str,
-    data: &Value,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO quote_events (quote_id, seq, event_id, name, data) VALUES ($1, $2, $3, $4, $5)")
-        .bind(quote)
-        .bind(seq)
-        .bind(event_id)
-        .bind(name)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE quotes SET next_seq = $2 WHERE id = $1").bind(quote).bind(seq + 1).execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Appends `complete` when no insurer is pending any more; the quote row must be locked.
-async fn complete_if_done(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
-    let pending: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM quote_insurers WHERE quote_id = $1 AND status = 'pending'")
-            .bind(quote)
-            .fetch_one(&mut *tx)
-            .await?;
-    if pending > 0 {
-        return Ok(false);
-    }
-    complete(tx, quote, seq).await
-}
-
-/// Appends `complete` as event `seq`, marks the quote completed and pushes the event, in one
-/// statement; the quote row must be locked and no insurer pending.
-async fn complete(tx: &mut PgConnection, quote: Uuid, seq: i64) -> sqlx::Result<bool> {
-    // The payload is push_payload's format, built where the event's data is.
-    sqlx::query(
-        "WITH counts AS (
-             SELECT count(*) FILTER (WHERE status = 'offer') AS offers, count(*) AS total
-             FROM quote_insurers WHERE quote_id = $1
-         ), event AS (
-             INSERT INTO quote_events (quote_id, seq, name, data)
-             SELECT $1, $2, 'complete',
-                    jsonb_build_object('status', 'complete', 'quote_id', $1::text, 'offers', offers, 'insurers', total)
-             FROM counts RETURNING data
-         )
-         UPDATE quotes SET next_seq = $2 + 1, completed_at = now() FROM event WHERE id = $1
-         RETURNING pg_notify($3, $1::text || ' ' || $2::text || ' complete ' || event.data::text)",
-    )
-    .bind(quote)
-    .bind(seq)
-    .bind(CHANNEL)
-    .execute(&mut *tx)
-    .await?;
-    Ok(true)
-}
-
-async fn notify(tx: &mut PgConnection, quote: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(quote.to_string()).execute(&mut *tx).await?;
-    Ok(())
 }
 
 /// Expires up to `limit` quotes past their deadline: every pending insurer becomes
@@ -487,27 +321,36 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let mut completed = 0;
     for &(quote, next_seq) in &due {
-        let mut seq = next_seq;
-        let pending: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE quote_insurers SET status = 'expired', reason = $2, updated_at = now()
-             WHERE quote_id = $1 AND status = 'pending' RETURNING insurer, display_name",
+        // Under the quote's row lock no event changes its insurers, so once the pending ones
+        // are expired none is left, and `complete` follows the status events.
+        let complete_seq: i64 = sqlx::query_scalar(
+            "WITH expired AS (
+                 UPDATE quote_insurers SET status = 'expired', reason = $3, updated_at = now()
+                 WHERE quote_id = $1 AND status = 'pending' RETURNING insurer, display_name
+             ), stored AS (
+                 INSERT INTO quote_events (quote_id, seq, name, data)
+                 SELECT $1, $2 + row_number() OVER (ORDER BY insurer) - 1, 'status',
+                        insurer_event_data(insurer, display_name, 'expired', NULL, $3)
+                 FROM expired RETURNING 1
+             )
+             SELECT $2 + count(*) FROM stored",
         )
         .bind(quote)
+        .bind(next_seq)
         .bind(EXPIRED_REASON)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        for (insurer, display_name) in pending {
-            let data = insurer_event_data(&insurer, &display_name, "expired", None, Some(EXPIRED_REASON));
-            insert_event(&mut tx, quote, seq, None, "status", &data).await?;
-            seq += 1;
-        }
-        completed += u64::from(complete_if_done(&mut tx, quote, seq).await?);
-        notify(&mut tx, quote).await?;
+        // The status events go unpushed: the bare id has every stream read them.
+        sqlx::query("SELECT pg_notify($1, $2::text), complete_quote($1, $2, $3)")
+            .bind(CHANNEL)
+            .bind(quote)
+            .bind(complete_seq)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
-    count_completed(completed);
+    count_completed(due.len() as u64);
     Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
@@ -541,14 +384,6 @@ pub struct StoredEvent {
     pub name: String,
     /// The event's JSON, as text: every stream sends it as it is.
     pub data: String,
-}
-
-/// The NOTIFY payload for event `seq` of `quote`: `<quote> <seq> <name> <data>`, so that
-/// streams get the event without reading it back; just `<quote>` (read the database) when the
-/// event is too large for a notification.
-pub fn push_payload(quote: Uuid, seq: i64, name: &str, data: &str) -> String {
-    let payload = format!("{quote} {seq} {name} {data}");
-    if payload.len() < MAX_PUSH { payload } else { quote.to_string() }
 }
 
 /// A NOTIFY payload read back: the quote, and the event when the payload carries it.

@@ -1,0 +1,127 @@
+//! A consumer round is applied in the database in one statement (`apply_events`): each event
+//! gets the answer it would get alone, in the order given, and every stored event is pushed to
+//! the streams as the text the replay log keeps.
+
+use core_app::store::{self, Applied, NewQuote, Stored};
+use domain::events::{InsurerOutcome, Offer, QuoteEvent};
+use domain::intake::{Accepted, AssignedInsurer};
+use domain::money::Money;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn fresh_pool() -> (PgPool, String) {
+    let (pool, url) = testkit::fresh_database("apply_events").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    (pool, url)
+}
+
+async fn stored_quote(pool: &PgPool, insurers: &[&str]) -> Uuid {
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let id = Uuid::new_v4();
+    let insurers =
+        insurers.iter().map(|name| AssignedInsurer { name: name.to_string(), display_name: name.to_uppercase() });
+    let quote = NewQuote {
+        accepted: Accepted { id, insurers: insurers.collect(), deadline },
+        key: None,
+        request_hash: b"h".to_vec(),
+        expires_at: deadline,
+        trace: None,
+    };
+    assert_eq!(store::create_all(pool, &[quote]).await.unwrap().remove(0).unwrap(), Stored::New);
+    id
+}
+
+fn offer(reference: &str) -> InsurerOutcome {
+    let breakdown = r#"{"tb":"8665.00","kt":"1.80","kbm":"0.83","kvs":"0.93","ko":"1.00","km":"1.10","ks":"1.00","kn":"1.00","kp":"1.00"}"#;
+    InsurerOutcome::Offer {
+        offer: Offer {
+            premium: Money::rub(Decimal::new(1331879, 2)),
+            insurer_reference: reference.into(),
+            valid_until: chrono::Utc::now() + chrono::Duration::days(1),
+            breakdown: serde_json::from_str(breakdown).unwrap(),
+        },
+    }
+}
+
+fn event(quote: Uuid, insurer: &str, version: u32, outcome: InsurerOutcome) -> QuoteEvent {
+    QuoteEvent::new(quote, insurer, version, outcome, chrono::Utc::now())
+}
+
+#[tokio::test]
+async fn a_round_answers_each_event_as_alone_in_the_order_given() {
+    let (pool, _) = fresh_pool().await;
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let not_stored = Uuid::new_v4();
+    let first = event(quote, "alfa", 1, offer("ALFA-1"));
+    let mut replayed = first.clone();
+    replayed.occurred_at += chrono::Duration::seconds(1);
+    let round = [
+        first.clone(),
+        replayed,                                              // the same event id again
+        event(quote, "alfa", 1, InsurerOutcome::Pending),      // a new id, an old version
+        event(quote, "reso", 1, InsurerOutcome::Pending),      // not one of the quote's
+        event(not_stored, "alfa", 1, InsurerOutcome::Pending), // its quote comes later
+        event(quote, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
+        event(quote, "alfa", 2, InsurerOutcome::Failed { reason: "late".into() }), // after complete
+    ];
+    let applied = store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(
+        applied,
+        [
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Duplicate,
+            Applied::Stale,
+            Applied::UnknownInsurer,
+            Applied::Early,
+            Applied::Stored { seq: 2, completed: true },
+            Applied::Late,
+        ]
+    );
+    let log: Vec<(i64, String)> =
+        store::events_after(&pool, quote, 0, 10).await.unwrap().into_iter().map(|e| (e.seq, e.name)).collect();
+    assert_eq!(log, [(1, "offer".into()), (2, "status".into()), (3, "complete".into())]);
+    let (next_seq, completed): (i64, bool) =
+        sqlx::query_as("SELECT next_seq, completed_at IS NOT NULL FROM quotes WHERE id = $1")
+            .bind(quote)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((next_seq, completed), (4, true));
+    let view = store::view(&pool, quote).await.unwrap().unwrap();
+    let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
+    assert_eq!(states, ["offer", "declined"], "the stale and late events changed nothing");
+    let early: Vec<Uuid> = sqlx::query_scalar("SELECT quote_id FROM early_events").fetch_all(&pool).await.unwrap();
+    assert_eq!(early, [not_stored]);
+}
+
+#[tokio::test]
+async fn a_stored_event_is_pushed_as_the_log_keeps_it_and_a_large_one_as_the_quote_alone() {
+    let (pool, url) = fresh_pool().await;
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(store::CHANNEL).await.unwrap();
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let large = "R".repeat(9000);
+    let round = [event(quote, "alfa", 1, offer("ALFA-1")), event(quote, "vsk", 1, offer(&large))];
+    store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    let mut pushed = Vec::new();
+    while pushed.len() < 3 {
+        let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        pushed.push(store::parse_push(note.payload()).unwrap());
+    }
+    let log = store::events_after(&pool, quote, 0, 10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(pushed[0], (quote, Some(log[0].clone())), "the offer's text is the log's");
+    assert_eq!(pushed[1], (quote, None), "too large for a notification: streams read the log");
+    assert!(log[1].data.contains(&large));
+    assert_eq!(pushed[2], (quote, Some(log[2].clone())), "then complete");
+    let offer: serde_json::Value = serde_json::from_str(&log[0].data).unwrap();
+    assert_eq!(offer["insurer"], "alfa");
+    assert_eq!(offer["display_name"], "ALFA");
+    assert_eq!(offer["offer"]["insurer_reference"], "ALFA-1");
+    assert!(offer.get("reason").is_none());
+    let complete: serde_json::Value = serde_json::from_str(&log[2].data).unwrap();
+    assert_eq!((complete["offers"].as_i64(), complete["insurers"].as_i64()), (Some(2), Some(2)));
+}
