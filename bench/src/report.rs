@@ -971,104 +971,113 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
     // Limits.
     w(&mut md, "## 5. The limits, same run, and each hop against its limit".into());
     w(&mut md, String::new());
-    w(&mut md, "| limit | value |".into());
-    w(&mut md, "|---|---|".into());
-    w(
-        &mut md,
-        format!("| Postgres: pgbench simple-update (`-N`), 8 clients | {:.0} tps |", l.pgbench_simple_update_tps),
-    );
-    w(
-        &mut md,
-        format!("| Postgres: one INSERT per transaction, 8 clients (pgbench) | {:.0} commits/s |", l.pg_commit_tps),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Postgres: one INSERT per transaction, 1 client (pgbench) | {:.3} ms per commit |",
-            l.pg_commit_latency_ms
-        ),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Postgres: `SELECT 1` round trip from Rust (sqlx) p50 / p99 | {:.3} / {:.3} ms |",
-            l.pg_roundtrip_ms.p50, l.pg_roundtrip_ms.p99
-        ),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Postgres: BEGIN; INSERT; pg_notify; COMMIT from Rust p50 / p99 | {:.3} / {:.3} ms |",
-            l.pg_tx_notify_commit_ms.p50, l.pg_tx_notify_commit_ms.p99
-        ),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Postgres: COMMIT sent → LISTENer has the notification p50 / p99 | {:.3} / {:.3} ms |",
-            l.pg_notify_delivery_ms.p50, l.pg_notify_delivery_ms.p99
-        ),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Kafka (rdkafka, acks=all, idempotent, 200 msg/s × 1.5 KiB): produce → ack p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
-            l.kafka_produce_ack_ms.p50, l.kafka_produce_ack_ms.p99, l.kafka_produce_ack_ms.max
-        ),
-    );
-    w(
-        &mut md,
-        format!(
-            "| Kafka: produce → consumed (fetch.wait.max.ms 10) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
-            l.kafka_produce_consume_ms.p50, l.kafka_produce_consume_ms.p99, l.kafka_produce_consume_ms.max
-        ),
-    );
-    w(&mut md, String::new());
-    if let Some(ps) = level100.clone().or_else(|| by_level.first().map(|(_, v)| v.clone())) {
-        let limit2 = l.pg_tx_notify_commit_ms.p50 + l.kafka_produce_ack_ms.p50;
-        let limit3 = l.kafka_produce_consume_ms.p50 + l.pg_tx_notify_commit_ms.p50;
-        let limit4 = l.pg_notify_after_commit_ms.p50 + l.pg_roundtrip_ms.p50;
+    // A run of some parts only (`--parts`) has no limits: zeros would make every ratio absurd.
+    if l.pg_commit_tps > 0.0 {
+        w(&mut md, "| limit | value |".into());
+        w(&mut md, "|---|---|".into());
+        w(
+            &mut md,
+            format!("| Postgres: pgbench simple-update (`-N`), 8 clients | {:.0} tps |", l.pgbench_simple_update_tps),
+        );
+        w(
+            &mut md,
+            format!("| Postgres: one INSERT per transaction, 8 clients (pgbench) | {:.0} commits/s |", l.pg_commit_tps),
+        );
         w(
             &mut md,
             format!(
-                "Hop p50 at {} against the floor the limits above set for it (ratio = measured / floor):",
-                ps[0].label
+                "| Postgres: one INSERT per transaction, 1 client (pgbench) | {:.3} ms per commit |",
+                l.pg_commit_latency_ms
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| Postgres: `SELECT 1` round trip from Rust (sqlx) p50 / p99 | {:.3} / {:.3} ms |",
+                l.pg_roundtrip_ms.p50, l.pg_roundtrip_ms.p99
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| Postgres: BEGIN; INSERT; pg_notify; COMMIT from Rust p50 / p99 | {:.3} / {:.3} ms |",
+                l.pg_tx_notify_commit_ms.p50, l.pg_tx_notify_commit_ms.p99
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| Postgres: COMMIT sent → LISTENer has the notification p50 / p99 | {:.3} / {:.3} ms |",
+                l.pg_notify_delivery_ms.p50, l.pg_notify_delivery_ms.p99
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| Kafka (rdkafka, acks=all, idempotent, 200 msg/s × 1.5 KiB): produce → ack p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+                l.kafka_produce_ack_ms.p50, l.kafka_produce_ack_ms.p99, l.kafka_produce_ack_ms.max
+            ),
+        );
+        w(
+            &mut md,
+            format!(
+                "| Kafka: produce → consumed (fetch.wait.max.ms 10) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+                l.kafka_produce_consume_ms.p50, l.kafka_produce_consume_ms.p99, l.kafka_produce_consume_ms.max
             ),
         );
         w(&mut md, String::new());
-        w(&mut md, "| hop | measured p50 (ms) | floor (ms) | floor is | ratio |".into());
-        w(&mut md, "|---|---|---|---|---|".into());
-        let rows = [
-            ("2 outbox tx → in Kafka", limit2, "one commit + one Kafka produce → ack"),
-            ("3 in Kafka → core-app commit", limit3, "Kafka produce → consumed + one commit"),
-            ("4 core-app commit → SSE client", limit4, "NOTIFY delivery + one query round trip"),
-        ];
-        for (name, floor, what) in rows {
-            let v = spread(&ps, |p| hop(p, name).p50);
-            w(&mut md, format!("| {name} | {} | {floor:.2} | {what} | {:.1}× |", v.fmt(2), v.median / floor.max(1e-9)));
+        if let Some(ps) = level100.clone().or_else(|| by_level.first().map(|(_, v)| v.clone())) {
+            let limit2 = l.pg_tx_notify_commit_ms.p50 + l.kafka_produce_ack_ms.p50;
+            let limit3 = l.kafka_produce_consume_ms.p50 + l.pg_tx_notify_commit_ms.p50;
+            let limit4 = l.pg_notify_after_commit_ms.p50 + l.pg_roundtrip_ms.p50;
+            w(
+                &mut md,
+                format!(
+                    "Hop p50 at {} against the floor the limits above set for it (ratio = measured / floor):",
+                    ps[0].label
+                ),
+            );
+            w(&mut md, String::new());
+            w(&mut md, "| hop | measured p50 (ms) | floor (ms) | floor is | ratio |".into());
+            w(&mut md, "|---|---|---|---|---|".into());
+            let rows = [
+                ("2 outbox tx → in Kafka", limit2, "one commit + one Kafka produce → ack"),
+                ("3 in Kafka → core-app commit", limit3, "Kafka produce → consumed + one commit"),
+                ("4 core-app commit → SSE client", limit4, "NOTIFY delivery + one query round trip"),
+            ];
+            for (name, floor, what) in rows {
+                let v = spread(&ps, |p| hop(p, name).p50);
+                w(
+                    &mut md,
+                    format!("| {name} | {} | {floor:.2} | {what} | {:.1}× |", v.fmt(2), v.median / floor.max(1e-9)),
+                );
+            }
+            let d = spread(&ps, |p| hop(p, "1 poll detection: ready → poll answered").p50);
+            w(
+                &mut md,
+                format!(
+                    "| 1 poll detection: ready → poll answered | {} | {:.0} | the polling interval (worst case) | {:.2}× |",
+                    d.fmt(1),
+                    1000.0,
+                    d.median / 1000.0
+                ),
+            );
+            w(&mut md, String::new());
         }
-        let d = spread(&ps, |p| hop(p, "1 poll detection: ready → poll answered").p50);
-        w(
-            &mut md,
-            format!(
-                "| 1 poll detection: ready → poll answered | {} | {:.0} | the polling interval (worst case) | {:.2}× |",
-                d.fmt(1),
-                1000.0,
-                d.median / 1000.0
-            ),
-        );
-        w(&mut md, String::new());
-    }
-    if let (Some(q), true) = (results.max_sustainable_qps, l.pg_commit_tps > 0.0) {
-        w(
-            &mut md,
-            format!(
-                "Throughput against Postgres: the highest sustainable {q:.0} quotes/s is {:.1} % of the {:.0} single-insert commits/s pgbench reaches \
-            (each quote costs several transactions: see the CPU table and [the findings](#findings)).",
-                q / l.pg_commit_tps * 100.0,
-                l.pg_commit_tps
-            ),
-        );
+        if let Some(q) = results.max_sustainable_qps {
+            w(
+                &mut md,
+                format!(
+                    "Throughput against Postgres: the highest sustainable {q:.0} quotes/s is {:.1} % of the {:.0} single-insert commits/s pgbench reaches \
+                (each quote costs several transactions: see the CPU table and [the findings](#findings)).",
+                    q / l.pg_commit_tps * 100.0,
+                    l.pg_commit_tps
+                ),
+            );
+            w(&mut md, String::new());
+        }
+    } else {
+        w(&mut md, "Not measured in this run (`--parts` left `limits` out).".into());
         w(&mut md, String::new());
     }
 

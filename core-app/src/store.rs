@@ -269,7 +269,7 @@ pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> s
         .map(|e| serde_json::to_value(e.event_type).ok().and_then(|v| v.as_str().map(str::to_string)))
         .map(Option::unwrap_or_default)
         .collect();
-    let payloads = events.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>();
+    let payloads = events.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>();
     let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
     let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
         "SELECT out_applied, out_seq, out_completed FROM apply_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -125,3 +125,56 @@ async fn a_stored_event_is_pushed_as_the_log_keeps_it_and_a_large_one_as_the_quo
     let complete: serde_json::Value = serde_json::from_str(&log[2].data).unwrap();
     assert_eq!((complete["offers"].as_i64(), complete["insurers"].as_i64()), (Some(2), Some(2)));
 }
+
+#[tokio::test]
+async fn a_plain_round_numbers_each_quotes_events_in_order_and_completes_the_finished_ones() {
+    let (pool, url) = fresh_pool().await;
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(store::CHANNEL).await.unwrap();
+    let open = stored_quote(&pool, &["alfa", "reso", "vsk"]).await;
+    let done = stored_quote(&pool, &["alfa", "vsk"]).await;
+    // Each quote and insurer once, every quote stored and open: the round is applied set-wise.
+    let round = [
+        event(open, "alfa", 1, offer("A-1")),
+        event(done, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
+        event(open, "vsk", 1, InsurerOutcome::Pending),
+        event(done, "alfa", 1, offer("A-2")),
+        event(open, "reso", 2, InsurerOutcome::Failed { reason: "down".into() }),
+    ];
+    let applied = store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(
+        applied,
+        [
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Stored { seq: 2, completed: false },
+            Applied::Stored { seq: 2, completed: true },
+            Applied::Stored { seq: 3, completed: false },
+        ]
+    );
+    let names = |events: Vec<store::StoredEvent>| events.into_iter().map(|e| (e.seq, e.name)).collect::<Vec<_>>();
+    let open_log = store::events_after(&pool, open, 0, 10).await.unwrap();
+    assert_eq!(names(open_log.clone()), [(1, "offer".into()), (2, "status".into()), (3, "status".into())]);
+    let done_log = store::events_after(&pool, done, 0, 10).await.unwrap();
+    assert_eq!(names(done_log.clone()), [(1, "status".into()), (2, "offer".into()), (3, "complete".into())]);
+    let view = store::view(&pool, open).await.unwrap().unwrap();
+    let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
+    assert_eq!(states, ["offer", "failed", "pending"], "alfa, reso, vsk");
+    assert_eq!(view.status, "in_progress");
+    assert_eq!(store::view(&pool, done).await.unwrap().unwrap().status, "complete");
+    // Every event is pushed as the log keeps it, in order within its quote.
+    let mut pushed: Vec<store::StoredEvent> = Vec::new();
+    while pushed.len() < 6 {
+        let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        let (quote, event) = store::parse_push(note.payload()).unwrap();
+        let event = event.unwrap();
+        let log = if quote == open { &open_log } else { &done_log };
+        assert_eq!(Some(&event), log.iter().find(|e| e.seq == event.seq));
+        assert!(pushed.iter().all(|p| !(log.contains(p) && p.seq > event.seq)), "pushed out of order");
+        pushed.push(event);
+    }
+    // A later round against what this one stored: the versions it set stop an older event.
+    let again = [event(open, "reso", 1, InsurerOutcome::Pending), event(open, "vsk", 2, offer("V-1"))];
+    let applied = store::apply_all(&pool, &again.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(applied, [Applied::Stale, Applied::Stored { seq: 4, completed: true }]);
+}
