@@ -127,13 +127,13 @@ async fn a_stored_event_is_pushed_as_the_log_keeps_it_and_a_large_one_as_the_quo
 }
 
 #[tokio::test]
-async fn a_plain_round_numbers_each_quotes_events_in_order_and_completes_the_finished_ones() {
+async fn a_round_numbers_each_quotes_events_in_order_and_completes_the_finished_ones() {
     let (pool, url) = fresh_pool().await;
     let mut listener = PgListener::connect(&url).await.unwrap();
     listener.listen(store::CHANNEL).await.unwrap();
     let open = stored_quote(&pool, &["alfa", "reso", "vsk"]).await;
     let done = stored_quote(&pool, &["alfa", "vsk"]).await;
-    // Each quote and insurer once, every quote stored and open: the round is applied set-wise.
+    // Two quotes' events interleaved, as a consumer round gets them from several partitions.
     let round = [
         event(open, "alfa", 1, offer("A-1")),
         event(done, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
