@@ -402,6 +402,11 @@ fn hop(p: &PhaseResult, name: &str) -> Summary {
     p.hops.get(name).copied().unwrap_or_default()
 }
 
+/// A limits-table row: `what`'s p50 / p99 / max in milliseconds, to `decimals` places.
+fn p50_p99_max_row(what: &str, s: &Summary, decimals: usize) -> String {
+    format!("| {what} p50 / p99 / max | {:.*} / {:.*} / {:.*} ms |", decimals, s.p50, decimals, s.p99, decimals, s.max)
+}
+
 fn status(ok: bool) -> &'static str {
     if ok { "✅ met" } else { "❌ missed" }
 }
@@ -941,20 +946,8 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             ),
         );
         w(&mut md, format!("| events delivered / sent | {} / {} |", f.events_delivered, f.events_sent));
-        w(
-            &mut md,
-            format!(
-                "| delivery, core-app commit → SSE client: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
-                f.commit_to_sse_ms.p50, f.commit_to_sse_ms.p99, f.commit_to_sse_ms.max
-            ),
-        );
-        w(
-            &mut md,
-            format!(
-                "| delivery, in Kafka → SSE client: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
-                f.kafka_to_sse_ms.p50, f.kafka_to_sse_ms.p99, f.kafka_to_sse_ms.max
-            ),
-        );
+        w(&mut md, p50_p99_max_row("delivery, core-app commit → SSE client:", &f.commit_to_sse_ms, 1));
+        w(&mut md, p50_p99_max_row("delivery, in Kafka → SSE client:", &f.kafka_to_sse_ms, 1));
         w(&mut md, String::new());
         let series = vec![
             ("commit → SSE".to_string(), f.commit_to_sse_raw.clone()),
@@ -1013,18 +1006,13 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         );
         w(
             &mut md,
-            format!(
-                "| Kafka (rdkafka, acks=all, idempotent, 200 msg/s × 1.5 KiB): produce → ack p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
-                l.kafka_produce_ack_ms.p50, l.kafka_produce_ack_ms.p99, l.kafka_produce_ack_ms.max
+            p50_p99_max_row(
+                "Kafka (rdkafka, acks=all, idempotent, 200 msg/s × 1.5 KiB): produce → ack",
+                &l.kafka_produce_ack_ms,
+                2,
             ),
         );
-        w(
-            &mut md,
-            format!(
-                "| Kafka: produce → consumed (fetch.wait.max.ms 10) p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
-                l.kafka_produce_consume_ms.p50, l.kafka_produce_consume_ms.p99, l.kafka_produce_consume_ms.max
-            ),
-        );
+        w(&mut md, p50_p99_max_row("Kafka: produce → consumed (fetch.wait.max.ms 10)", &l.kafka_produce_consume_ms, 2));
         w(&mut md, String::new());
         if let Some(ps) = level100.clone().or_else(|| by_level.first().map(|(_, v)| v.clone())) {
             let limit2 = l.pg_tx_notify_commit_ms.p50 + l.kafka_produce_ack_ms.p50;
