@@ -105,9 +105,9 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
 }
 
 /// Applies one round of messages in order within a quote (the message key), as the log has
-/// them. Several events share one transaction, so one commit: per event, the transaction's
-/// begin and commit would be half its round trips. Should that transaction fail, the round
-/// is applied again event by event (applying is idempotent), concurrently across quotes.
+/// them, in one database call: under load, each round trip waited for the CPU, and a slow
+/// round left a larger one behind it. Should that call fail, the round is applied again event
+/// by event (applying is idempotent), concurrently across quotes.
 async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     let mut quotes: Vec<Vec<Traced>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
@@ -136,7 +136,7 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     }
     let events: Vec<&Traced> = quotes.iter().flatten().collect();
     if events.len() > 1 {
-        match apply_together(pool, &events).await {
+        match store::apply_all(pool, &events.iter().map(|traced| &traced.event).collect::<Vec<_>>()).await {
             Ok(applied) => {
                 events.iter().zip(applied).for_each(|(traced, applied)| traced.done(applied));
                 return;
@@ -173,11 +173,6 @@ impl Traced {
         let lag = (chrono::Utc::now() - event.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
         metrics::histogram!("quote_event_delivery_seconds").record(lag);
     }
-}
-
-/// Applies `events` in one transaction (one statement), in the order given.
-async fn apply_together(pool: &PgPool, events: &[&Traced]) -> sqlx::Result<Vec<Applied>> {
-    store::apply_all(pool, &events.iter().map(|traced| &traced.event).collect::<Vec<_>>()).await
 }
 
 /// The message's `traceparent` header, or a new trace for a message sent without one.

@@ -3,7 +3,7 @@
 //! sequence numbers are gap-free and each insurer result is stored exactly once.
 
 use chrono::{DateTime, Utc};
-use domain::events::{InsurerOutcome, QuoteEvent};
+use domain::events::{EventType, InsurerOutcome, QuoteEvent};
 use domain::intake::Accepted;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 /// NOTIFY channel of quotes with new events; every replica listens. The payload is
 /// `<quote> <seq> <name> <data>`, or the quote id alone when the event is too large for a
-/// notification (`push_event`, migration 0004); [`parse_push`] reads it.
+/// notification (`push_payload`, migration 0004); [`parse_push`] reads it.
 pub const CHANNEL: &str = "osago_quote_events";
 /// Reason given to insurers still pending when the quote's deadline passes.
 pub const EXPIRED_REASON: &str = "no answer before the deadline";
@@ -63,7 +63,7 @@ impl Applied {
             ("early", _) => Applied::Early,
             ("late", _) => Applied::Late,
             ("unknown_insurer", _) => Applied::UnknownInsurer,
-            _ => return Err(sqlx::Error::Protocol(format!("apply_events answered {label:?} ({seq:?})"))),
+            _ => return Err(sqlx::Error::Decode(format!("apply_events answered {label:?} ({seq:?})").into())),
         })
     }
 }
@@ -203,7 +203,7 @@ pub fn writer(pool: PgPool) -> GroupCommit<NewQuote, Stored> {
 /// Applies the events that wait in early_events for `quote`, which is stored. Safe to run
 /// twice at once: the second finds them gone.
 async fn adopt_early(pool: &PgPool, quote: Uuid) -> sqlx::Result<()> {
-    // Once the quote is committed, no event goes to early_events any more (`apply_unmatched`
+    // Once the quote is committed, no event goes to early_events any more (`apply_events`
     // looks for the quote under its arrival lock), so what is there now is all there will be.
     let mut tx = pool.begin().await?;
     let early: Vec<sqlx::types::Json<QuoteEvent>> =
@@ -254,7 +254,7 @@ pub fn count_completed(quotes: u64) {
 /// Applies one event from the aggregator exactly once, in its own transaction.
 pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
     let applied = apply_all(pool, &[event]).await?;
-    applied.into_iter().next().ok_or_else(|| sqlx::Error::Protocol("apply_events answered nothing".into()))
+    applied.into_iter().next().ok_or_else(|| sqlx::Error::Decode("apply_events answered nothing".into()))
 }
 
 /// Applies events in the order given, each exactly once, in one statement (`apply_events`,
@@ -264,10 +264,16 @@ pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> s
     // One round trip, however many events: under load, a round trip's cost is mostly the
     // wait for the CPU on both sides, and a round of events made two or three per event.
     let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
-    let names: Vec<String> = events
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The name follows the outcome, as the SSE event's does, whatever the envelope's type says.
+    let names: Vec<&str> = events
         .iter()
-        .map(|e| serde_json::to_value(e.event_type).ok().and_then(|v| v.as_str().map(str::to_string)))
-        .map(Option::unwrap_or_default)
+        .map(|e| match e.outcome.event_type() {
+            EventType::Offer => "offer",
+            EventType::Status => "status",
+        })
         .collect();
     let payloads = events.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>();
     let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
@@ -288,7 +294,9 @@ pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> s
     .fetch_all(db)
     .await?;
     if rows.len() != events.len() {
-        return Err(sqlx::Error::Protocol(format!("apply_events answered {} of {} events", rows.len(), events.len())));
+        return Err(sqlx::Error::Decode(
+            format!("apply_events answered {} of {} events", rows.len(), events.len()).into(),
+        ));
     }
     rows.into_iter().map(|(label, seq, completed)| Applied::from_row(&label, seq, completed)).collect()
 }

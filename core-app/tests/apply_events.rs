@@ -19,7 +19,11 @@ async fn fresh_pool() -> (PgPool, String) {
 }
 
 async fn stored_quote(pool: &PgPool, insurers: &[&str]) -> Uuid {
-    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    quote_expiring_in(pool, insurers, chrono::Duration::seconds(60)).await
+}
+
+async fn quote_expiring_in(pool: &PgPool, insurers: &[&str], expires_in: chrono::Duration) -> Uuid {
+    let deadline = chrono::Utc::now() + expires_in;
     let id = Uuid::new_v4();
     let insurers =
         insurers.iter().map(|name| AssignedInsurer { name: name.to_string(), display_name: name.to_uppercase() });
@@ -177,4 +181,64 @@ async fn a_round_numbers_each_quotes_events_in_order_and_completes_the_finished_
     let again = [event(open, "reso", 1, InsurerOutcome::Pending), event(open, "vsk", 2, offer("V-1"))];
     let applied = store::apply_all(&pool, &again.iter().collect::<Vec<_>>()).await.unwrap();
     assert_eq!(applied, [Applied::Stale, Applied::Stored { seq: 4, completed: true }]);
+}
+
+#[tokio::test]
+async fn expiry_numbers_a_status_for_each_pending_insurer_then_completes() {
+    let (pool, _) = fresh_pool().await;
+    let quote = quote_expiring_in(&pool, &["vsk", "alfa", "reso"], chrono::Duration::seconds(-1)).await;
+    let offered = event(quote, "alfa", 1, offer("A-1"));
+    assert_eq!(store::apply(&pool, &offered).await.unwrap(), Applied::Stored { seq: 1, completed: false });
+    assert_eq!(store::expire_due(&pool, 10).await.unwrap(), [quote]);
+    let log = store::events_after(&pool, quote, 0, 10).await.unwrap();
+    let names: Vec<(i64, &str)> = log.iter().map(|e| (e.seq, e.name.as_str())).collect();
+    assert_eq!(names, [(1, "offer"), (2, "status"), (3, "status"), (4, "complete")]);
+    let expired: Vec<serde_json::Value> = log[1..3].iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    assert_eq!((expired[0]["insurer"].as_str(), expired[1]["insurer"].as_str()), (Some("reso"), Some("vsk")));
+    assert!(expired.iter().all(|e| e["status"] == "expired" && e["reason"] == store::EXPIRED_REASON));
+    let complete: serde_json::Value = serde_json::from_str(&log[3].data).unwrap();
+    assert_eq!((complete["offers"].as_i64(), complete["insurers"].as_i64()), (Some(1), Some(3)));
+    let next_seq: i64 =
+        sqlx::query_scalar("SELECT next_seq FROM quotes WHERE id = $1").bind(quote).fetch_one(&pool).await.unwrap();
+    assert_eq!(next_seq, 5);
+    assert!(store::expire_due(&pool, 10).await.unwrap().is_empty(), "expired once");
+    let late = event(quote, "vsk", 1, offer("V-1"));
+    assert_eq!(store::apply(&pool, &late).await.unwrap(), Applied::Late);
+}
+
+/// The event's first look misses a quote being stored right now; it waits for the quote's
+/// arrival lock, looks again, and takes the normal path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_waiting_for_its_quotes_arrival_lock_is_applied_once_the_quote_commits() {
+    let (pool, _) = fresh_pool().await;
+    let quote = Uuid::new_v4();
+    let mut creating = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(store::arrival_lock(quote))
+        .execute(&mut *creating)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO quotes (id, request_hash, deadline, expires_at)
+         VALUES ($1, 'h', now() + interval '1 minute', now() + interval '1 minute')",
+    )
+    .bind(quote)
+    .execute(&mut *creating)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO quote_insurers (quote_id, insurer, display_name) VALUES ($1, 'alfa', 'ALFA')")
+        .bind(quote)
+        .execute(&mut *creating)
+        .await
+        .unwrap();
+    let applying = tokio::spawn({
+        let (pool, offered) = (pool.clone(), event(quote, "alfa", 1, offer("A-1")));
+        async move { store::apply(&pool, &offered).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!applying.is_finished(), "the event waits for the quote's arrival lock");
+    creating.commit().await.unwrap();
+    assert_eq!(applying.await.unwrap().unwrap(), Applied::Stored { seq: 1, completed: true });
+    let early: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
+    assert_eq!(early, 0, "not parked: the quote was there at the second look");
 }
