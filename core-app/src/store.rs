@@ -3,7 +3,7 @@
 //! sequence numbers are gap-free and each insurer result is stored exactly once.
 
 use chrono::{DateTime, Utc};
-use domain::events::{EventType, InsurerOutcome, QuoteEvent};
+use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::intake::Accepted;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
@@ -263,17 +263,16 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
 pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
     // One round trip, however many events: under load, a round trip's cost is mostly the
     // wait for the CPU on both sides, and a round of events made two or three per event.
-    let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    // The name follows the outcome, as the SSE event's does, whatever the envelope's type says.
-    let names: Vec<&str> = events
+    let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
+    // The name follows the outcome, whatever the envelope's type says; its text is serde's,
+    // the one the Kafka envelope and the SSE event use.
+    let names: Vec<String> = events
         .iter()
-        .map(|e| match e.outcome.event_type() {
-            EventType::Offer => "offer",
-            EventType::Status => "status",
-        })
+        .map(|e| serde_json::to_value(e.outcome.event_type()).ok().and_then(|v| v.as_str().map(str::to_string)))
+        .map(Option::unwrap_or_default)
         .collect();
     let payloads = events.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>();
     let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
