@@ -25,7 +25,7 @@ pub struct Received {
 }
 
 /// One quote's life as the client saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct QuoteRun {
     pub vin: String,
     pub quote: Option<Uuid>,
@@ -78,6 +78,13 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Sends `rate` quotes per second for `duration` at `base`, follows each to `complete`.
+///
+/// The arrivals are paced, and each quote is submitted, on a thread of their own with its own
+/// runtime and HTTP client: on the caller's runtime, a timer waits behind every task ready to
+/// run, so with the streams of a busy step to read, arrivals went out late because the
+/// generator was busy, not because the machine was. Only the streams are read on `client`'s
+/// runtime (they start with a replay, so a late hand-over loses no event). A start counted
+/// late here means this light thread did not get the CPU in time.
 pub async fn open_loop(
     client: &reqwest::Client,
     base: &str,
@@ -88,12 +95,49 @@ pub async fn open_loop(
     progress: &ProgressBar,
 ) -> OpenLoop {
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    let first_vin = vins.fetch_add(total as u64, Ordering::Relaxed);
+    progress.set_length(total as u64);
+    progress.set_position(0);
+    let streams =
+        Streams { client: client.clone(), base: base.to_string(), runtime: tokio::runtime::Handle::current() };
+    let progress = progress.clone();
+    let (done, paced) = tokio::sync::oneshot::channel();
+    let pacer = std::thread::Builder::new().name("bench-pacer".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("pacer runtime");
+        let out = runtime.block_on(pace(streams, rate, total, max_in_flight, first_vin, progress));
+        let _ = done.send(out);
+    });
+    match pacer {
+        Ok(_) => paced.await.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("no pacer thread: {e}");
+            OpenLoop::default()
+        }
+    }
+}
+
+/// Where the quotes' streams are read: the caller's client, on the caller's runtime.
+struct Streams {
+    client: reqwest::Client,
+    base: String,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The pacer thread's loop: quote `i` is submitted at `start + i / rate`.
+async fn pace(
+    streams: Streams,
+    rate: f64,
+    total: usize,
+    max_in_flight: usize,
+    first_vin: u64,
+    progress: ProgressBar,
+) -> OpenLoop {
+    let submitter = client();
+    let streams = Arc::new(streams);
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(total);
     let mut out = OpenLoop::default();
-    progress.set_length(total as u64);
-    progress.set_position(0);
     for i in 0..total {
         let at = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(at).await;
@@ -104,10 +148,22 @@ pub async fn open_loop(
             out.shed += 1;
             continue;
         };
-        let vin = vin(vins.fetch_add(1, Ordering::Relaxed));
-        let (client, base, progress) = (client.clone(), base.to_string(), progress.clone());
+        let vin = vin(first_vin + i as u64);
+        let (submitter, streams, progress) = (submitter.clone(), streams.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let run = one_quote(&client, &base, vin).await;
+            let run = submit(&submitter, &streams.base, vin).await;
+            let run = match run.quote {
+                Some(id) if run.error.is_none() => {
+                    let reader = streams.clone();
+                    let read =
+                        streams.runtime.spawn(async move { follow_run(&reader.client, &reader.base, id, run).await });
+                    read.await.unwrap_or_else(|e| QuoteRun {
+                        error: Some(format!("stream task: {e}")),
+                        ..QuoteRun::default()
+                    })
+                }
+                _ => run,
+            };
             progress.inc(1);
             drop(permit);
             run
@@ -125,19 +181,10 @@ pub async fn open_loop(
 /// How long a quote may take from submit to `complete` before it counts as an error.
 pub const QUOTE_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn one_quote(client: &reqwest::Client, base: &str, vin: String) -> QuoteRun {
+/// `POST /api/v1/quotes`; the run has the quote's id when it was created.
+async fn submit(client: &reqwest::Client, base: &str, vin: String) -> QuoteRun {
     let scheduled_us = now_us();
-    let mut run = QuoteRun {
-        vin: vin.clone(),
-        quote: None,
-        scheduled_us,
-        submit_us: now_us(),
-        created_us: 0,
-        http_status: 0,
-        events: vec![],
-        complete: false,
-        error: None,
-    };
+    let mut run = QuoteRun { vin: vin.clone(), scheduled_us, submit_us: now_us(), ..QuoteRun::default() };
     let body = request_body(&vin);
     let response =
         client.post(format!("{base}/api/v1/quotes")).json(&body).timeout(Duration::from_secs(10)).send().await;
@@ -161,11 +208,15 @@ async fn one_quote(client: &reqwest::Client, base: &str, vin: String) -> QuoteRu
             return run;
         }
     };
-    let Some(id) = created.get("id").and_then(|v| v.as_str()).and_then(|s| s.parse::<Uuid>().ok()) else {
-        run.error = Some("submit: no id".into());
-        return run;
-    };
-    run.quote = Some(id);
+    match created.get("id").and_then(|v| v.as_str()).and_then(|s| s.parse::<Uuid>().ok()) {
+        Some(id) => run.quote = Some(id),
+        None => run.error = Some("submit: no id".into()),
+    }
+    run
+}
+
+/// Follows a created quote's stream to `complete`, into `run`.
+async fn follow_run(client: &reqwest::Client, base: &str, id: Uuid, mut run: QuoteRun) -> QuoteRun {
     let events = &mut run.events;
     match tokio::time::timeout(QUOTE_TIMEOUT, follow(client, base, id, |e| events.push(e), None)).await {
         Ok(Ok(true)) => run.complete = true,
@@ -310,4 +361,50 @@ pub async fn closed_loop(
     out.throughput = out.ok as f64 / out.seconds;
     out.latency_ms = crate::stats::Summary::of(&out.latencies);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::{get, post};
+
+    /// A stand-in for core-app: every quote is created, and its stream ends at once with `complete`.
+    async fn platform() -> String {
+        let app = Router::new()
+            .route(
+                "/api/v1/quotes",
+                post(|| async { (axum::http::StatusCode::CREATED, axum::Json(json!({ "id": Uuid::new_v4() }))) }),
+            )
+            .route(
+                "/api/v1/quotes/{id}/events",
+                get(|| async { ([("content-type", "text/event-stream")], "id: 1\nevent: complete\ndata: {}\n\n") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn arrivals_stay_on_time_while_the_callers_runtime_is_busy() {
+        let base = platform().await;
+        // The caller's only worker is taken for 60 ms at a time, as a busy step's stream
+        // reading takes it; no CPU is used, so only the runtime is busy, not the machine.
+        let busy = tokio::spawn(async {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(60));
+                tokio::task::yield_now().await;
+            }
+        });
+        let vins = AtomicU64::new(0);
+        let out =
+            open_loop(&client(), &base, 100.0, Duration::from_millis(800), 1_000, &vins, &ProgressBar::hidden()).await;
+        busy.await.expect("busy task");
+        assert_eq!(out.late, 0, "arrivals more than 20 ms late");
+        assert_eq!(out.shed, 0);
+        assert_eq!(out.runs.len(), 80);
+        assert!(out.runs.iter().all(|r| r.complete && r.error.is_none()), "every quote followed to complete");
+        assert_eq!(vins.load(Ordering::Relaxed), 80, "one VIN per arrival");
+    }
 }

@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     println!("==> bench ({} mode): raw data in {}", plan.mode, out.display());
 
     let mut results = Results { plan: plan.clone(), machine: Machine::describe(&repo), ..Results::default() };
+    results.machine.test_databases_dropped = drop_test_databases(&env).await;
     if parts.contains(&"limits") {
         println!("==> limits: pgbench, commit + NOTIFY, Kafka produce → consume");
         results.limits = limits::measure(&env, plan.limits_seconds, &out).await?;
@@ -434,6 +435,18 @@ impl<'a> Session<'a> {
         }
         Ok(out)
     }
+}
+
+/// Drops the databases tests left on the cluster (those in use refuse): a cluster crowded with
+/// them costs CPU of its own (autovacuum visits each), which would be charged to the stack.
+async fn drop_test_databases(env: &Env) -> usize {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(&env.pg("postgres")).await else { return 0 };
+    let dropped = testkit::drop_test_databases(&mut admin, Duration::ZERO).await;
+    if dropped > 0 {
+        println!("    dropped {dropped} databases that tests had left on the cluster");
+    }
+    dropped
 }
 
 fn stack_pg_base(stack: &Stack) -> String {

@@ -45,7 +45,7 @@ pub fn free_port() -> u16 {
 
 /// A new, empty database on the local cluster, and a pool connected to it. It is named
 /// `t<unix seconds>_<prefix>_<hex>` and kept after the test, to look at when one fails; the
-/// first test of a later process drops those of earlier runs (see [`drop_left_over`]).
+/// first test of a later process drops those of earlier runs (see [`drop_test_databases`]).
 ///
 /// Panics with a pointer to `make infra-up` when the cluster is not running: these tests
 /// are meant to fail loudly, not to skip, when their infrastructure is missing.
@@ -56,7 +56,7 @@ pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
         .unwrap_or_else(|e| panic!("cannot reach Postgres at {url}: {e}; start it with `make infra-up`"));
     static PRUNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !PRUNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        drop_left_over(&mut admin).await;
+        drop_test_databases(&mut admin, LEFT_OVER_AFTER).await;
     }
     let name = unique_name(&format!("t{}_{prefix}", unix_now().as_secs()));
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
@@ -69,24 +69,29 @@ pub async fn fresh_database(prefix: &str) -> (PgPool, String) {
 /// A test database older than this was left by an earlier run: no test runs this long.
 const LEFT_OVER_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// Drops the test databases of earlier runs. Left to pile up, they cost more than disk: the
-/// autovacuum launcher visits every database once a minute, each visit a new backend, and on
-/// a cluster with two thousand of them that was a steady fifth of a core under the benchmarks.
-/// A database still in use refuses the drop, and is left.
-async fn drop_left_over(admin: &mut sqlx::PgConnection) {
+/// Drops the test databases created more than `older_than` ago, and says how many went.
+/// Left to pile up, they cost more than disk: the autovacuum launcher visits every database
+/// once a minute, each visit a new backend, and on a cluster with two thousand of them that
+/// was a steady fifth of a core under the benchmarks. A database still in use refuses the
+/// drop, and is left.
+pub async fn drop_test_databases(admin: &mut sqlx::PgConnection, older_than: Duration) -> usize {
     let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^t[0-9]+_'")
         .fetch_all(&mut *admin)
         .await
         .unwrap_or_default();
-    let cutoff = unix_now().saturating_sub(LEFT_OVER_AFTER).as_secs();
-    let old: Vec<String> = names.into_iter().filter(|n| created_at(n).is_some_and(|at| at < cutoff)).collect();
+    let cutoff = unix_now().saturating_sub(older_than).as_secs();
+    let old: Vec<String> = names.into_iter().filter(|n| created_at(n).is_some_and(|at| at <= cutoff)).collect();
     if old.is_empty() {
-        return;
+        return 0;
     }
     eprintln!("testkit: dropping {} test databases left by earlier runs", old.len());
+    let mut dropped = 0;
     for name in old {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *admin).await;
+        if sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut *admin).await.is_ok() {
+            dropped += 1;
+        }
     }
+    dropped
 }
 
 /// When a test database was created, from its name.
