@@ -102,18 +102,16 @@ pub async fn open_loop(
         Streams { client: client.clone(), base: base.to_string(), runtime: tokio::runtime::Handle::current() };
     let progress = progress.clone();
     let (done, paced) = tokio::sync::oneshot::channel();
-    let pacer = std::thread::Builder::new().name("bench-pacer".into()).spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("pacer runtime");
-        let out = runtime.block_on(pace(streams, rate, total, max_in_flight, first_vin, progress));
-        let _ = done.send(out);
-    });
-    match pacer {
-        Ok(_) => paced.await.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("no pacer thread: {e}");
-            OpenLoop::default()
-        }
-    }
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("pacer runtime");
+            let out = runtime.block_on(pace(streams, rate, total, max_in_flight, first_vin, progress));
+            let _ = done.send(out);
+        })
+        .expect("pacer thread");
+    // A phase without its arrivals would read as one with no errors: fail loudly instead.
+    paced.await.expect("the pacer thread ended without its arrivals")
 }
 
 /// Where the quotes' streams are read: the caller's client, on the caller's runtime.
@@ -154,10 +152,12 @@ async fn pace(
             let run = submit(&submitter, &streams.base, vin).await;
             let run = match run.quote {
                 Some(id) if run.error.is_none() => {
-                    let reader = streams.clone();
+                    let (reader, vin) = (streams.clone(), run.vin.clone());
                     let read =
                         streams.runtime.spawn(async move { follow_run(&reader.client, &reader.base, id, run).await });
                     read.await.unwrap_or_else(|e| QuoteRun {
+                        vin,
+                        quote: Some(id),
                         error: Some(format!("stream task: {e}")),
                         ..QuoteRun::default()
                     })
