@@ -59,12 +59,15 @@ infra-status: ## Tell whether Postgres and Kafka are running
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-profile
 bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (12–17 min: 730 and 977 s measured)
 	scripts/bench.sh
 
 bench-quick: ## Quick benchmark for regression checks (under 5 minutes once built)
 	scripts/bench.sh --quick
+
+bench-profile: ## CPU profile of the whole stack under a steady load (BENCH_QPS, 120; BENCH_SECONDS, 40): flamegraphs per process
+	scripts/bench.sh profile --qps $(or $(BENCH_QPS),120) --seconds $(or $(BENCH_SECONDS),40)
 
 # ---------------------------------------------------------------- Helm chart and images
 # helm/osago: the chart. helm is built from Go modules (scripts/helm.sh); chart-tests/ is a Rust

@@ -9,6 +9,9 @@
 #   scripts/bench.sh [--quick] --parts limits,pipeline,ramp,intake,fanout
 #   BENCH_REF=HEAD scripts/bench.sh --quick   services built from a committed ref instead of
 #                                             the working tree (e.g. to compare before/after)
+#   scripts/bench.sh profile [--qps 120 --seconds 40 --label before]
+#                              a steady load under `perf record`, flamegraphs per process
+#                              (installs linux-perf and inferno first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osago/target}"
@@ -48,12 +51,29 @@ else
 fi
 cargo build --release --locked -q -p bench
 
+command=run
+if [[ ${1:-} == profile ]]; then
+  command=profile
+  shift
+  if ! command -v perf >/dev/null; then
+    echo "==> installing perf (linux-perf)"
+    apt-get install -y -q linux-perf >/dev/null
+  fi
+  # inferno folds perf's stacks and draws the flamegraphs; built once per machine.
+  tools="$HOME/.cache/osago/cargo-tools"
+  if [[ ! -x $tools/bin/inferno-flamegraph ]]; then
+    echo "==> building inferno into $tools (once per machine)"
+    cargo install -q --locked --root "$tools" inferno
+  fi
+  export PATH="$tools/bin:$PATH"
+fi
+
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "==> open-file limit $(ulimit -n); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # The bench runs in its own process group with the stacks it starts, so that Ctrl-C (or
 # any exit) stops every process it started too.
 set -m
-"$CARGO_TARGET_DIR/release/bench" run "$@" &
+"$CARGO_TARGET_DIR/release/bench" "$command" "$@" &
 bench=$!
 trap 'kill -TERM -- -"$bench" 2>/dev/null || true' INT TERM
 wait "$bench"
