@@ -516,6 +516,61 @@ async fn a_notified_task_is_created_at_once_even_with_a_long_fallback_tick() {
     h.stop().await;
 }
 
+/// The last statement of the poller's listener connection: `LISTEN …` or `UNLISTEN …`.
+async fn listener_state(h: &Harness) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%LISTEN \"osago_tasks\"'",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_busy_poller_stops_listening_yet_takes_every_task_and_listens_again_when_idle() {
+    let mut h = Harness::new().await;
+    let mut settings = h.settings(h.manifest("alfa"));
+    settings.fallback_tick = Duration::from_secs(30);
+    h.start(settings).await;
+    let created = || h.requests("alfa", "POST /v1/calculate");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(listener_state(&h).await, [r#"LISTEN "osago_tasks""#]);
+
+    // A busy insurer: a notified task every 10 ms, until the poller stops listening.
+    let mut sent = 0;
+    while listener_state(&h).await != [r#"UNLISTEN "osago_tasks""#] {
+        assert!(sent < 100, "still listening after {sent} tasks notified 10 ms apart");
+        h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Busy, it looks every claim gap: tasks nobody notified are taken as soon (the tick is 30 s).
+    for _ in 0..10 {
+        h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(Duration::from_secs(1), || async { (created() == sent).then_some(()) })
+        .await
+        .unwrap_or_else(|| panic!("{} of {sent} tasks created within a second while not listening", created()));
+
+    // Idle again, it listens: an un-notified task waits for the tick, a notified one does not.
+    eventually(Duration::from_secs(2), || async {
+        (listener_state(&h).await == [r#"LISTEN "osago_tasks""#]).then_some(())
+    })
+    .await
+    .expect("listening again once idle");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(created(), sent, "an idle poller does not look every gap");
+    h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
+    eventually(Duration::from_millis(500), || async { (created() == sent + 2).then_some(()) })
+        .await
+        .expect("a notification wakes the idle poller again");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn tasks_notified_one_after_another_are_claimed_several_at_a_time() {
     let mut h = Harness::new().await;

@@ -2,7 +2,7 @@
 //!
 //! It registers the insurer and renews its heartbeat, is woken by intake's
 //! `NOTIFY osago_tasks '<insurer>'` (with a fallback tick and a wake-up at the next due
-//! task), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`, at most every
+//! task; a busy poller stops listening and looks every claim gap instead, see [`wakeup`]), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`, at most every
 //! [`CLAIM_GAP`], so a busy insurer's tasks go several to a claim; an expired lease is
 //! claimable again, so a killed replica's tasks are taken over), and runs one *step* per
 //! claimed task — create the calculation or poll it — with at most
@@ -22,7 +22,8 @@
 //! when the state changes, not only every [`HEARTBEAT_EVERY`].
 //!
 //! Metrics: `insurer_tasks_in_flight{insurer}` (steps running), `insurer_tasks_held{insurer}`
-//! (tasks this replica holds, waiting included) and
+//! (tasks this replica holds, waiting included), `insurer_poller_listening{insurer}` (1 while
+//! woken by notifications, 0 while busy and looking every claim gap) and
 //! `insurer_time_to_offer_seconds{insurer}` (from the application's arrival to its offer
 //! being written); the calls' own metrics come from `clients::resilience`.
 //!
@@ -32,6 +33,7 @@
 pub mod schedule;
 mod store;
 pub mod transition;
+mod wakeup;
 
 use crate::clients::{self, Breaker, BreakerState, CallContext, CallError, InsurerApi};
 use crate::registry::{self, HEARTBEAT_EVERY, TASKS_CHANNEL};
@@ -53,6 +55,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 use transition::{Cause, Transition};
 use uuid::Uuid;
+use wakeup::{Mode, Wakeup};
 
 /// Default lease on a claimed task.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -149,7 +152,8 @@ pub async fn run_with_api(
     listener.listen(TASKS_CHANNEL).await.context("listening for tasks")?;
     let heartbeat = Heartbeat::of(&manifest, ctx.api.breaker());
     heartbeat.send(&pool).await.context("registering the insurer")?;
-    let listening = tokio::spawn(listen(listener, insurer.clone(), wake.clone()).in_current_span());
+    let (listen_wanted, wanted) = watch::channel(true);
+    let listening = tokio::spawn(listen(listener, insurer.clone(), wake.clone(), wanted).in_current_span());
     let beating = tokio::spawn(heartbeat.repeat(pool.clone()).in_current_span());
     info!(%insurer, replica = %replica_id, max_in_flight, lease_ms = lease.as_millis() as u64, "poller started");
 
@@ -170,6 +174,9 @@ pub async fn run_with_api(
     // The fallback look: at most `fallback_tick` after the last look, however busy the loop is.
     let mut tick = Instant::now() + fallback_tick;
     let mut last_look: Option<Instant> = None;
+    let mut wakeup = Wakeup::new(CLAIM_GAP);
+    let listening_gauge = metrics::gauge!("insurer_poller_listening", "insurer" => insurer.clone());
+    listening_gauge.set(1.0);
     loop {
         while let Some(done) = in_flight.try_join_next() {
             note_done(&insurer, done, &mut due_at);
@@ -183,13 +190,20 @@ pub async fn run_with_api(
         let may_look = last_look.is_none_or(|at| at + CLAIM_GAP <= Instant::now());
         if free > 0 && may_look && (look_now || due_at.is_some_and(|due| due <= Instant::now())) {
             look_now = false;
-            last_look = Some(Instant::now());
+            let since_previous = last_look.replace(Instant::now()).map(|at| at.elapsed());
             tick = Instant::now() + fallback_tick;
             let mut permits = slots.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)).ok();
             let taken = permits.as_ref().map_or(0, |p| p.num_permits());
             match store::claim(&pool, &insurer, &replica_id, lease, taken).await {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due);
+                    if let Some(mode) = wakeup.after_look(claim.tasks.len(), since_previous) {
+                        debug!(%insurer, ?mode, "claim loop switches how it learns of new tasks");
+                        listen_wanted.send_replace(mode == Mode::Listening);
+                        listening_gauge.set(if mode == Mode::Listening { 1.0 } else { 0.0 });
+                    }
+                    // Not listening, the loop looks again one gap after this look.
+                    look_now = wakeup.mode() == Mode::Polling;
                     for task in claim.tasks {
                         // The quote's trace; an application stored without one is traced by its id.
                         let stored = task.traceparent.as_deref().and_then(TraceParent::parse);
@@ -260,18 +274,42 @@ fn note_done(insurer: &str, done: Result<Option<Instant>, JoinError>, due_at: &m
     }
 }
 
-/// Wakes the claim loop when intake notifies this insurer's name.
-async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>) {
+/// Wakes the claim loop when intake notifies this insurer's name, while `wanted` says to
+/// listen; otherwise the connection stays open but unregistered (UNLISTEN), so Postgres does
+/// not signal it for every NOTIFY in the database.
+async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>, mut wanted: watch::Receiver<bool>) {
+    let mut listening = true;
     loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) if notification.payload() == insurer => wake.notify_one(),
-            Ok(Some(_)) => {}
-            // Reconnected; notifications sent meanwhile are lost, so look now.
-            Ok(None) => wake.notify_one(),
-            Err(error) => {
-                warn!(%insurer, %error, "task listener failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let want = *wanted.borrow_and_update();
+        if want != listening {
+            let switched =
+                if want { listener.listen(TASKS_CHANNEL).await } else { listener.unlisten(TASKS_CHANNEL).await };
+            match switched {
+                Ok(()) => listening = want,
+                Err(error) => {
+                    warn!(%insurer, %error, "task listener failed to switch; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
+            // Tasks that arrived before the LISTEN took effect sent no notification here.
+            if listening {
+                wake.notify_one();
+            }
+        }
+        // `try_recv` is cancel-safe: a notification half read stays buffered for the next call.
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            received = listener.try_recv(), if listening => match received {
+                Ok(Some(notification)) if notification.payload() == insurer => wake.notify_one(),
+                Ok(Some(_)) => {}
+                // Reconnected; notifications sent meanwhile are lost, so look now.
+                Ok(None) => wake.notify_one(),
+                Err(error) => {
+                    warn!(%insurer, %error, "task listener failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
         }
     }
 }
