@@ -131,6 +131,8 @@ fn application(start_in_days: i64) -> Value {
 
 struct Harness {
     pool: PgPool,
+    /// The test database's URL.
+    url: String,
     base: String,
     config: Config,
     sandbox: Insurers,
@@ -139,13 +141,13 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Self {
-        let (pool, _) = testkit::fresh_database("poller").await;
+        let (pool, url) = testkit::fresh_database("poller").await;
         MIGRATOR.run(&pool).await.expect("migrations apply");
         let config = Config::from_toml(SANDBOX).expect("sandbox config");
         let app = sandbox::App::build(config.clone());
         let sandbox = app.insurers.clone();
         let addr = app.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("sandbox starts");
-        Harness { pool, base: format!("http://{addr}"), config, sandbox, pollers: Vec::new() }
+        Harness { pool, url, base: format!("http://{addr}"), config, sandbox, pollers: Vec::new() }
     }
 
     /// The shipped manifest of `name`, pointed at this sandbox, polling sooner.
@@ -602,6 +604,63 @@ async fn tasks_notified_one_after_another_are_claimed_several_at_a_time() {
     // One claim at the first notification, then at most one per gap of 40 ms.
     let most = 2 + span.as_millis() as i64 / 40;
     assert!(claims <= most && claims < 20, "20 tasks over {span:?} took {claims} claims (at most {most})");
+    h.stop().await;
+}
+
+/// Rows read by sequential scans of `tasks` and `applications` so far (as last flushed).
+async fn rows_scanned(h: &Harness) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(seq_tup_read), 0)::int8 FROM pg_stat_user_tables WHERE relname IN ('tasks', 'applications')",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn claims_find_their_tasks_by_key_however_large_the_tables() {
+    let h0 = Harness::new().await;
+    // The plan Postgres settles on for a statement run often (sqlx prepares them all) is the
+    // generic one, sized without the claim's limit; forcing it here makes it the plan tested.
+    // 4 000 tasks pending for an insurer no poller here serves make the statistics those of a
+    // backlog, and a sequential scan the cost it would be in a busy stack.
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&h0.pool).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} SET plan_cache_mode = force_generic_plan"))
+        .execute(&h0.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH a AS (
+             INSERT INTO applications (id, partner, request_hash, request, deadline)
+             SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, 4000) RETURNING id
+         )
+         INSERT INTO tasks (application_id, insurer, deadline) SELECT id, 'vsk', now() + interval '1 hour' FROM a",
+    )
+    .execute(&h0.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE tasks, applications").execute(&h0.pool).await.unwrap();
+    // The pool's connections were opened before the setting: a poller on fresh ones.
+    let mut h = Harness { pool: PgPool::connect(&h0.url).await.unwrap(), ..h0 };
+    h.start(h.settings(h.manifest("alfa"))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&h.pool).await.unwrap();
+    assert_eq!(mode, "force_generic_plan");
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = rows_scanned(&h).await;
+    let mut ids = Vec::new();
+    for day in 0..12 {
+        ids.push(h.submit(&application(10 + day), &["alfa"], Duration::from_secs(30), true).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for id in &ids {
+        assert_eq!(h.finished(*id, "alfa", Duration::from_secs(10)).await.status, "offer");
+    }
+    // Statistics reach the view within a second of each transaction.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let scanned = rows_scanned(&h).await - before;
+    assert!(scanned < 4000, "12 tasks claimed and finished read {scanned} rows by sequential scans");
     h.stop().await;
 }
 
