@@ -401,7 +401,9 @@ mod tests {
         let out =
             open_loop(&client(), &base, 100.0, Duration::from_millis(800), 1_000, &vins, &ProgressBar::hidden()).await;
         busy.await.expect("busy task");
-        assert_eq!(out.late, 0, "arrivals more than 20 ms late");
+        // Paced on the caller's runtime, about two arrivals in three would be over 20 ms late
+        // here; a few may be on a machine whose CPU is shared (the test runs among others).
+        assert!(out.late <= 4, "{} of 80 arrivals more than 20 ms late", out.late);
         assert_eq!(out.shed, 0);
         assert_eq!(out.runs.len(), 80);
         assert!(out.runs.iter().all(|r| r.complete && r.error.is_none()), "every quote followed to complete");

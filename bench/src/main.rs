@@ -290,7 +290,7 @@ struct RawPhase {
     qps: f64,
     window: Duration,
     outcome: OpenLoop,
-    cpu: (BTreeMap<String, f64>, f64, f64),
+    cpu: procstat::Usage,
     pass: bool,
 }
 
@@ -517,7 +517,7 @@ async fn intake(stack: &Stack, plan: &Plan, vins: &AtomicU64) -> anyhow::Result<
                 cap.latency_ms.p99,
                 cap.errors
             );
-            let cpu = procstat::delta(&before, &after).0;
+            let cpu = procstat::delta(&before, &after).groups;
             let (caps, cpus) = match *which {
                 "baseline" => (&mut result.baseline, &mut result.baseline_cpu),
                 "intake" => (&mut result.intake, &mut result.intake_cpu),
@@ -755,7 +755,7 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
         kafka_to_sse_ms: Summary::of(&kafka_sse),
         commit_to_sse_raw: commit_sse,
         kafka_to_sse_raw: kafka_sse,
-        cpu: procstat::delta(&before, &after).0,
+        cpu: procstat::delta(&before, &after).groups,
         http2: None,
     })
 }

@@ -42,14 +42,30 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Busy and total jiffies of the whole machine (`/proc/stat`, first line).
-pub fn machine_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+/// The whole machine's CPU time so far, in jiffies (`/proc/stat`, first line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineJiffies {
+    /// Time this machine's processes and kernel ran (not idle, waiting for I/O or stolen).
+    pub busy: u64,
+    /// Time the hypervisor gave this machine's CPUs to other guests while they had work.
+    pub steal: u64,
+    pub total: u64,
+}
+
+/// The machine's jiffies now.
+pub fn machine_jiffies() -> MachineJiffies {
+    parse_machine(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
+/// Reads the `cpu` line: user nice system idle iowait irq softirq steal guest guest_nice
+/// (guest time is already counted in user time, so it is left out of the total).
+fn parse_machine(stat: &str) -> MachineJiffies {
     let fields: Vec<u64> =
         stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    let total: u64 = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let total: u64 = (0..8).map(field).sum();
+    let (idle, steal) = (field(3) + field(4), field(7));
+    MachineJiffies { busy: total - idle - steal, steal, total }
 }
 
 /// Postgres server processes grouped: backends of the given databases by database, and the
@@ -91,20 +107,36 @@ pub fn pids_matching(needle: &str) -> Vec<u32> {
 pub struct Snapshot {
     pub at: std::time::Instant,
     pub groups: BTreeMap<String, f64>,
-    pub machine: (u64, u64),
+    pub machine: MachineJiffies,
 }
 
-/// CPU used per group between two snapshots, in CPU-seconds, plus the machine's busy share.
-pub fn delta(a: &Snapshot, b: &Snapshot) -> (BTreeMap<String, f64>, f64, f64) {
-    let mut out = BTreeMap::new();
+/// What happened on the machine between two snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// CPU-seconds of each process group.
+    pub groups: BTreeMap<String, f64>,
+    /// Share of the machine's CPU time busy (0–1).
+    pub busy_share: f64,
+    /// Share of the machine's CPU time stolen by the hypervisor (0–1).
+    pub steal_share: f64,
+    /// Seconds between the snapshots.
+    pub wall: f64,
+}
+
+/// CPU used per group between two snapshots, and the machine's busy and stolen shares.
+pub fn delta(a: &Snapshot, b: &Snapshot) -> Usage {
+    let mut groups = BTreeMap::new();
     for (name, after) in &b.groups {
         let before = a.groups.get(name).copied().unwrap_or(0.0);
-        out.insert(name.clone(), (after - before).max(0.0));
+        groups.insert(name.clone(), (after - before).max(0.0));
     }
-    let busy = (b.machine.0 - a.machine.0) as f64;
-    let total = (b.machine.1 - a.machine.1).max(1) as f64;
-    let wall = b.at.duration_since(a.at).as_secs_f64();
-    (out, busy / total, wall)
+    let total = b.machine.total.saturating_sub(a.machine.total).max(1) as f64;
+    Usage {
+        groups,
+        busy_share: b.machine.busy.saturating_sub(a.machine.busy) as f64 / total,
+        steal_share: b.machine.steal.saturating_sub(a.machine.steal) as f64 / total,
+        wall: b.at.duration_since(a.at).as_secs_f64(),
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +163,17 @@ mod tests {
         assert!(spun >= 0.05, "the spinning thread's CPU: {spun} s");
         assert_eq!(thread_cpu_seconds(me, "no-such-thread"), 0.0);
         assert!(cpu_seconds(me).unwrap() >= spun, "the process counts all its threads");
+    }
+
+    #[test]
+    fn stolen_time_is_neither_busy_nor_idle() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let m = parse_machine("cpu  100 5 50 400 20 0 10 30 7 0\ncpu0 1 2 3\n");
+        assert_eq!(m, MachineJiffies { busy: 165, steal: 30, total: 615 });
+        let at = std::time::Instant::now();
+        let snap = |machine| Snapshot { at, groups: BTreeMap::new(), machine };
+        let later = MachineJiffies { busy: 165 + 60, steal: 30 + 20, total: 615 + 100 };
+        let usage = delta(&snap(m), &snap(later));
+        assert_eq!((usage.busy_share, usage.steal_share), (0.6, 0.2));
     }
 }

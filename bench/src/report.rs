@@ -193,6 +193,9 @@ pub struct PhaseResult {
     pub cpu_cores: BTreeMap<String, f64>,
     pub machine_busy_cores: f64,
     pub other_load_cores: f64,
+    /// CPU the hypervisor gave other guests while this one had work (steal), in cores.
+    #[serde(default)]
+    pub stolen_cores: f64,
     pub pass: bool,
     #[serde(skip)]
     pub raw: BTreeMap<String, Vec<f64>>,
@@ -233,13 +236,13 @@ pub fn phase_result(
     window: Duration,
     outcome: &OpenLoop,
     traces: &[Trace],
-    cpu: &(BTreeMap<String, f64>, f64, f64),
+    cpu: &crate::procstat::Usage,
     pass: bool,
 ) -> PhaseResult {
     let (errors, error_kinds) = errors(outcome);
     let complete = outcome.runs.iter().filter(|r| r.complete).count();
     let hops = pipeline::hops(traces);
-    let (groups, busy_share, wall) = cpu;
+    let crate::procstat::Usage { groups, busy_share, steal_share, wall } = cpu;
     let ours: f64 = groups.values().sum();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     PhaseResult {
@@ -262,6 +265,7 @@ pub fn phase_result(
         cpu_cores: groups.iter().map(|(k, v)| (k.clone(), v / wall.max(1e-9))).collect(),
         machine_busy_cores: busy_share * cores,
         other_load_cores: (busy_share * cores - ours / wall.max(1e-9)).max(0.0),
+        stolen_cores: steal_share * cores,
         pass,
         raw: hops.into_iter().map(|(k, (_, v))| (k, v)).collect(),
     }
@@ -494,7 +498,8 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         "- Everything is co-located on these two cores: Postgres, Kafka (JVM), the sandbox, 6 pollers, \
         `aggregator serve`, core-app, and the load generator itself; other engineers were compiling and testing on the \
         same machine during the run — the *other load* column below is CPU used by processes that are not part of the \
-        stack under test."
+        stack under test. The machine is a virtual one: *stolen* is CPU time the hypervisor gave other guests while \
+        this one had work to run (steal in `/proc/stat`), time the stack waited for without using it."
             .into(),
     );
     w(
@@ -665,7 +670,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         w(
             &mut md,
             format!(
-                "Quotes sent {}, complete {}, errors {}{}; generator late starts {}; machine busy {} cores, of which other load {} cores.",
+                "Quotes sent {}, complete {}, errors {}{}; generator late starts {}; machine busy {} cores, of which other load {} cores; stolen by the hypervisor {} cores.",
                 ps.iter().map(|p| p.sent).sum::<usize>(),
                 ps.iter().map(|p| p.complete).sum::<usize>(),
                 errs,
@@ -676,7 +681,8 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 },
                 ps.iter().map(|p| p.late).sum::<usize>(),
                 spread(ps, |p| p.machine_busy_cores).fmt(2),
-                spread(ps, |p| p.other_load_cores).fmt(2)
+                spread(ps, |p| p.other_load_cores).fmt(2),
+                spread(ps, |p| p.stolen_cores).fmt(2)
             ),
         );
         w(&mut md, String::new());
@@ -720,13 +726,18 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             .into(),
     );
     w(&mut md, String::new());
-    w(&mut md, "| step | offers/s | push p50 | push p99 | end-to-end p99 | errors | machine busy (cores) | other load (cores) | held |".into());
-    w(&mut md, "|---|---|---|---|---|---|---|---|---|".into());
+    w(
+        &mut md,
+        "| step | offers/s | push p50 | push p99 | end-to-end p99 | errors | machine busy (cores) | other load (cores) | \
+        stolen (cores) | held |"
+            .into(),
+    );
+    w(&mut md, "|---|---|---|---|---|---|---|---|---|---|".into());
     for p in results.pipeline.iter().filter(|p| p.kind == "ramp") {
         w(
             &mut md,
             format!(
-                "| {:.0} quotes/s | {:.0} | {:.1} | {:.1} | {:.0} | {}{} | {:.2} | {:.2} | {} |",
+                "| {:.0} quotes/s | {:.0} | {:.1} | {:.1} | {:.0} | {}{} | {:.2} | {:.2} | {:.2} | {} |",
                 p.quotes_per_s,
                 p.offers_per_s,
                 hop(p, PUSH).p50,
@@ -743,6 +754,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 },
                 p.machine_busy_cores,
                 p.other_load_cores,
+                p.stolen_cores,
                 if p.pass { "yes" } else { "**no**" }
             ),
         );
