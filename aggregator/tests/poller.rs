@@ -531,7 +531,12 @@ async fn listener_state(h: &Harness) -> Vec<String> {
 #[tokio::test]
 async fn a_busy_poller_stops_listening_yet_takes_every_task_and_listens_again_when_idle() {
     let mut h = Harness::new().await;
-    let mut settings = h.settings(h.manifest("alfa"));
+    let mut manifest = h.manifest("alfa");
+    // One replica, and a rate limit that never holds a call back: the test is of the claims.
+    manifest.spec.replicas = 1;
+    manifest.spec.rate_limit.requests_per_second = 10_000;
+    manifest.spec.rate_limit.burst = 10_000;
+    let mut settings = h.settings(manifest);
     settings.fallback_tick = Duration::from_secs(30);
     h.start(settings).await;
     let created = || h.requests("alfa", "POST /v1/calculate");
@@ -546,18 +551,30 @@ async fn a_busy_poller_stops_listening_yet_takes_every_task_and_listens_again_wh
         sent += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Busy, it looks every claim gap: tasks nobody notified are taken as soon (the tick is 30 s).
+    // Busy, it looks every claim gap: tasks nobody notified are taken long before the 30 s
+    // tick. (Bounds are loose for a shared machine; any of them is far under the tick.)
     for _ in 0..10 {
         h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
         sent += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eventually(Duration::from_secs(1), || async { (created() == sent).then_some(()) })
+    eventually(Duration::from_secs(5), || async { (created() == sent).then_some(()) })
         .await
-        .unwrap_or_else(|| panic!("{} of {sent} tasks created within a second while not listening", created()));
+        .unwrap_or_else(|| panic!("{} of {sent} tasks created within 5 s while not listening", created()));
+
+    // The listener's connection dies while it is not listening (a Postgres restart, an idle
+    // timeout): it is replaced, not left to fail every LISTEN from then on.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query = 'UNLISTEN \"osago_tasks\"'",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "the idle listener's backend is terminated");
 
     // Idle again, it listens: an un-notified task waits for the tick, a notified one does not.
-    eventually(Duration::from_secs(2), || async {
+    eventually(Duration::from_secs(5), || async {
         (listener_state(&h).await == [r#"LISTEN "osago_tasks""#]).then_some(())
     })
     .await
@@ -567,7 +584,7 @@ async fn a_busy_poller_stops_listening_yet_takes_every_task_and_listens_again_wh
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(created(), sent, "an idle poller does not look every gap");
     h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
-    eventually(Duration::from_millis(500), || async { (created() == sent + 2).then_some(()) })
+    eventually(Duration::from_secs(5), || async { (created() == sent + 2).then_some(()) })
         .await
         .expect("a notification wakes the idle poller again");
     h.stop().await;
@@ -608,11 +625,11 @@ async fn tasks_notified_one_after_another_are_claimed_several_at_a_time() {
 }
 
 /// Rows read by sequential scans of `tasks` and `applications` so far (as last flushed).
-async fn rows_scanned(h: &Harness) -> i64 {
+async fn rows_scanned(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT COALESCE(sum(seq_tup_read), 0)::int8 FROM pg_stat_user_tables WHERE relname IN ('tasks', 'applications')",
     )
-    .fetch_one(&h.pool)
+    .fetch_one(pool)
     .await
     .unwrap()
 }
@@ -648,7 +665,7 @@ async fn claims_find_their_tasks_by_key_however_large_the_tables() {
     assert_eq!(mode, "force_generic_plan");
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let before = rows_scanned(&h).await;
+    let before = rows_scanned(&h.pool).await;
     let mut ids = Vec::new();
     for day in 0..12 {
         ids.push(h.submit(&application(10 + day), &["alfa"], Duration::from_secs(30), true).await);
@@ -657,9 +674,11 @@ async fn claims_find_their_tasks_by_key_however_large_the_tables() {
     for id in &ids {
         assert_eq!(h.finished(*id, "alfa", Duration::from_secs(10)).await.status, "offer");
     }
-    // Statistics reach the view within a second of each transaction.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let scanned = rows_scanned(&h).await - before;
+    // A backend flushes its statistics at most once a second, and one gone idle holds them for
+    // up to 10 s. (Stopping the poller would flush them too, but its release of the leases at
+    // shutdown, a rare statement, may scan the table once under this plan.)
+    tokio::time::sleep(Duration::from_millis(11_500)).await;
+    let scanned = rows_scanned(&h.pool).await - before;
     assert!(scanned < 4000, "12 tasks claimed and finished read {scanned} rows by sequential scans");
     h.stop().await;
 }

@@ -153,7 +153,8 @@ pub async fn run_with_api(
     let heartbeat = Heartbeat::of(&manifest, ctx.api.breaker());
     heartbeat.send(&pool).await.context("registering the insurer")?;
     let (listen_wanted, wanted) = watch::channel(true);
-    let listening = tokio::spawn(listen(listener, insurer.clone(), wake.clone(), wanted).in_current_span());
+    let listening =
+        tokio::spawn(listen(listener, pool.clone(), insurer.clone(), wake.clone(), wanted).in_current_span());
     let beating = tokio::spawn(heartbeat.repeat(pool.clone()).in_current_span());
     info!(%insurer, replica = %replica_id, max_in_flight, lease_ms = lease.as_millis() as u64, "poller started");
 
@@ -197,7 +198,11 @@ pub async fn run_with_api(
             match store::claim(&pool, &insurer, &replica_id, lease, taken).await {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due);
-                    if let Some(mode) = wakeup.after_look(claim.tasks.len(), since_previous) {
+                    // A look that could take nothing (its slots went to a waiting step) says
+                    // nothing about how busy the insurer is.
+                    let mode_change =
+                        if taken > 0 { wakeup.after_look(claim.tasks.len(), since_previous) } else { None };
+                    if let Some(mode) = mode_change {
                         debug!(%insurer, ?mode, "claim loop switches how it learns of new tasks");
                         listen_wanted.send_replace(mode == Mode::Listening);
                         listening_gauge.set(if mode == Mode::Listening { 1.0 } else { 0.0 });
@@ -277,7 +282,13 @@ fn note_done(insurer: &str, done: Result<Option<Instant>, JoinError>, due_at: &m
 /// Wakes the claim loop when intake notifies this insurer's name, while `wanted` says to
 /// listen; otherwise the connection stays open but unregistered (UNLISTEN), so Postgres does
 /// not signal it for every NOTIFY in the database.
-async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>, mut wanted: watch::Receiver<bool>) {
+async fn listen(
+    mut listener: PgListener,
+    pool: PgPool,
+    insurer: String,
+    wake: Arc<Notify>,
+    mut wanted: watch::Receiver<bool>,
+) {
     let mut listening = true;
     loop {
         let want = *wanted.borrow_and_update();
@@ -287,8 +298,14 @@ async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>, mu
             match switched {
                 Ok(()) => listening = want,
                 Err(error) => {
-                    warn!(%insurer, %error, "task listener failed to switch; retrying");
+                    // sqlx reconnects a listener only when a read fails; a LISTEN on a connection
+                    // that died would fail for ever. A new listener, unregistered until switched.
+                    warn!(%insurer, %error, "task listener failed to switch; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    match PgListener::connect_with(&pool).await {
+                        Ok(fresh) => (listener, listening) = (fresh, false),
+                        Err(error) => warn!(%insurer, %error, "task listener failed to reconnect; retrying"),
+                    }
                     continue;
                 }
             }
@@ -297,10 +314,12 @@ async fn listen(mut listener: PgListener, insurer: String, wake: Arc<Notify>, mu
                 wake.notify_one();
             }
         }
-        // `try_recv` is cancel-safe: a notification half read stays buffered for the next call.
+        // Read even while not listening, so that a connection that died is noticed (and
+        // replaced) then rather than at the next LISTEN. `try_recv` is cancel-safe: a
+        // notification half read stays buffered for the next call.
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
-            received = listener.try_recv(), if listening => match received {
+            received = listener.try_recv() => match received {
                 Ok(Some(notification)) if notification.payload() == insurer => wake.notify_one(),
                 Ok(Some(_)) => {}
                 // Reconnected; notifications sent meanwhile are lost, so look now.
