@@ -83,9 +83,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init(service);
     let mut options: PgConnectOptions = cli.database_url.parse()?;
     if matches!(cli.command, Command::Poller { .. }) {
-        // A claim, progress or a heartbeat lost with a crashed Postgres is redone: the task is
-        // still pending and is polled again. So those commits need not wait for the WAL flush;
-        // `finish`, whose event leaves for Kafka at once, asks for a synchronous commit itself.
+        // A claim, progress, a heartbeat or an outcome lost with a crashed Postgres is redone:
+        // the task is still pending and is polled again. So those commits need not wait for the
+        // WAL flush; the relay flushes an outcome's event before it leaves for Kafka.
         options = options.options([("synchronous_commit", "off")]);
     }
     let pool =

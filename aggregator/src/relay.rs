@@ -2,6 +2,12 @@
 //! acknowledged it. One relay is active at a time (a Postgres advisory lock), so rows are
 //! published in commit order; rows are claimed by reading what is there, never by
 //! remembering an offset, so a transaction that commits late is not skipped.
+//!
+//! Nothing leaves for Kafka before it is durable in Postgres: a round that reads rows commits
+//! waiting for the WAL flush, and a row it read was committed before the round began, so its
+//! commit record precedes the round's in the WAL and is flushed with it. The writers of the
+//! outbox (a poller's `finish`) may therefore commit without waiting for the flush: one flush
+//! per round instead of one per row.
 
 use crate::outbox::CHANNEL;
 use futures::FutureExt;
@@ -87,8 +93,8 @@ async fn active(
         }
     }
     // A delete lost with a crashed Postgres only publishes its rows again, and consumers drop
-    // repeats by event id: the relay's deletes need not wait for the WAL flush, which would
-    // otherwise hold every round (and so every row committed meanwhile) for an fsync.
+    // repeats by event id: the relay's deletes need not wait for the WAL flush (a round that
+    // reads rows asks for the flush itself, see `publish_batch`).
     sqlx::query("SET synchronous_commit = off").execute(&mut lock).await?;
     tracing::info!("outbox relay active");
     let mut listener = PgListener::connect_with(pool).await?;
@@ -170,8 +176,9 @@ struct Row {
 
 /// Deletes the rows of an earlier round that the broker acknowledged, then publishes up to
 /// [`BATCH`] rows in id order; the ids acknowledged now are left in `delivered` for the next
-/// round (or [`delete`]). Both go through `own`, the relay's connection, which holds the lock
-/// and commits without waiting for the flush.
+/// round (or [`delete`]). Both go through `own`, the relay's connection, which holds the lock.
+/// A round that reads rows commits waiting for the WAL flush before they are sent (the
+/// module's note says why that makes them durable); one that reads none does not wait.
 async fn publish_batch(
     own: &mut sqlx::PgConnection,
     producer: &FutureProducer,
@@ -179,10 +186,20 @@ async fn publish_batch(
     delivered: &mut Vec<i64>,
 ) -> anyhow::Result<usize> {
     // The statement's read does not see its own delete: the rows deleted are left out by id.
+    // When it reads rows, `durable` makes this transaction's commit wait for the WAL flush: a
+    // synchronous commit, and a WAL record of its own (a logical message, which nothing
+    // decodes), since Postgres does not flush at the commit of a transaction that wrote none.
+    // `fetch_all` returns after the commit (sqlx reads up to ReadyForQuery).
     let rows: Vec<Row> = sqlx::query_as(
-        "WITH gone AS (DELETE FROM outbox WHERE id = ANY($2))
-         SELECT id, message_key, payload, created_at, traceparent FROM outbox
-         WHERE id <> ALL($2) ORDER BY id LIMIT $1",
+        "WITH gone AS (DELETE FROM outbox WHERE id = ANY($2)),
+         batch AS (
+             SELECT id, message_key, payload, created_at, traceparent FROM outbox
+             WHERE id <> ALL($2) ORDER BY id LIMIT $1
+         ), durable AS (
+             SELECT set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'osago.relay', '')
+             WHERE EXISTS (SELECT 1 FROM batch)
+         )
+         SELECT batch.* FROM batch, (SELECT count(*) FROM durable) AS flushed ORDER BY id",
     )
     .bind(BATCH)
     .bind(&*delivered)

@@ -179,3 +179,42 @@ async fn a_steady_stream_is_published_once_each_and_then_deleted() {
         .unwrap();
     writing.abort_all();
 }
+
+#[tokio::test]
+async fn rows_committed_without_waiting_for_the_flush_are_durable_before_they_are_published() {
+    let (pool, topic, consumer) = outbox_and_topic("relay_durable").await;
+    let (stop, mut stopped) = watch::channel(false);
+    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let relay = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), shutdown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A poller's `finish` commits without waiting for the WAL flush. Each row's WAL position,
+    // read in its transaction after the insert, must be on disk by the time Kafka has the row.
+    let trace = TraceParent::root();
+    let mut behind = Vec::new();
+    for _ in 0..20 {
+        let event = event(Uuid::new_v4(), "alfa");
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.unwrap();
+        aggregator::outbox::append(&mut tx, &event, &trace).await.unwrap();
+        let written: String =
+            sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text").fetch_one(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let got = received(&consumer, 1).await;
+        assert_eq!(got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(), [event.event_id]);
+        let flushed: bool = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+            .bind(&written)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if !flushed {
+            behind.push(written);
+        }
+    }
+    assert!(behind.is_empty(), "published before their WAL was flushed: {behind:?}");
+    stop.send(true).unwrap();
+    relay.await.unwrap().unwrap();
+}

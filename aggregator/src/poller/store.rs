@@ -191,17 +191,16 @@ pub async fn finish(
     trace: &TraceParent,
 ) -> sqlx::Result<Option<QuoteEvent>> {
     // The version is the row's, known only inside the statement: the payload gets it there.
-    // The poller's connections commit without waiting for the WAL flush (their other writes can
-    // be redone), but not this one: the relay may publish the event at once, and an outcome
-    // lost with a crashed Postgres after Kafka has it would let the two disagree. Setting
-    // synchronous_commit for this transaction only, where a row is written, keeps it one trip.
+    // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
+    // flushes what it read before publishing it (`relay`), so Kafka never has an outcome a
+    // crashed Postgres could lose; an outcome lost before that is polled again.
     let mut event = QuoteEvent::new(application_id, insurer, 0, outcome, Utc::now());
     let version: Option<i32> = sqlx::query_scalar(
         "WITH finished AS (
              UPDATE tasks SET status = $4::task_status, version = version + 1, insurer_ref = COALESCE($5, insurer_ref),
                  attempts = $6, lease_owner = NULL, lease_until = NULL, updated_at = now()
              WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = 'pending'
-             RETURNING version, set_config('synchronous_commit', 'on', true) AS durable
+             RETURNING version
          ), appended AS (
              INSERT INTO outbox (event_id, message_key, payload, traceparent)
              SELECT $7, $8, jsonb_set($9::jsonb, '{version}', to_jsonb(version)), $10 FROM finished
