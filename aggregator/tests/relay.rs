@@ -53,6 +53,16 @@ async fn outbox_and_topic(name: &str) -> (sqlx::PgPool, String, StreamConsumer) 
     (pool, topic, consumer)
 }
 
+/// A relay on `topic`, running until the returned sender says `true`.
+fn start_relay(pool: &sqlx::PgPool, topic: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    (stop, tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.to_string(), shutdown)))
+}
+
 async fn outbox_rows(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap()
 }
@@ -71,15 +81,7 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     aggregator::outbox::append(&mut b, &early, &trace.child()).await.unwrap();
     b.commit().await.unwrap();
 
-    let (stop, _) = watch::channel(false);
-    let stopped = |stop: &watch::Sender<bool>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
-    let first = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), stopped(&stop)));
+    let (stop, first) = start_relay(&pool, &topic);
     let got = received(&consumer, 1).await;
     assert_eq!(got.iter().map(|(e, _)| e.event_id).collect::<Vec<_>>(), [early.event_id]);
     let sent = TraceParent::parse(got[0].1.as_deref().unwrap()).expect("a valid traceparent header");
@@ -101,9 +103,7 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
     assert_eq!(outbox_rows(&pool).await, 0, "delivered rows are deleted");
 
     // A second relay stands by: while the first runs, a row is published exactly once.
-    let (stop_second, _) = watch::channel(false);
-    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
-    let second = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), stopped(&stop_second)));
+    let (stop_second, second) = start_relay(&pool, &topic);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = pool.acquire().await.unwrap();
     let once = event(Uuid::new_v4(), "alfa");
@@ -130,12 +130,7 @@ async fn a_late_commit_is_published_and_only_one_relay_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_stream_is_published_once_each_and_then_deleted() {
     let (pool, topic, consumer) = outbox_and_topic("relay_stream").await;
-    let (stop, mut stopped) = watch::channel(false);
-    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    let relay = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), shutdown));
+    let (stop, relay) = start_relay(&pool, &topic);
 
     // Rows committed one by one while rounds run: a round deletes the rows the one before it
     // delivered, and must not publish them again.
@@ -183,12 +178,7 @@ async fn a_steady_stream_is_published_once_each_and_then_deleted() {
 #[tokio::test]
 async fn rows_committed_without_waiting_for_the_flush_are_durable_before_they_are_published() {
     let (pool, topic, consumer) = outbox_and_topic("relay_durable").await;
-    let (stop, mut stopped) = watch::channel(false);
-    let producer = aggregator::relay::producer(&testkit::kafka_brokers()).unwrap();
-    let shutdown = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    let relay = tokio::spawn(aggregator::relay::run(pool.clone(), producer, topic.clone(), shutdown));
+    let (stop, relay) = start_relay(&pool, &topic);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A poller's `finish` commits without waiting for the WAL flush. Each row's WAL position,

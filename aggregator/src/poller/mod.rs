@@ -2,7 +2,8 @@
 //!
 //! It registers the insurer and renews its heartbeat, is woken by intake's
 //! `NOTIFY osago_tasks '<insurer>'` (with a fallback tick and a wake-up at the next due
-//! task; a busy poller stops listening and looks every claim gap instead, see [`wakeup`]), claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`, at most every
+//! task; a busy poller stops listening and looks every claim gap instead, see [`wakeup`]),
+//! claims due tasks under a lease (`FOR UPDATE SKIP LOCKED`, at most every
 //! [`CLAIM_GAP`], so a busy insurer's tasks go several to a claim; an expired lease is
 //! claimable again, so a killed replica's tasks are taken over), and runs one *step* per
 //! claimed task — create the calculation or poll it — with at most
