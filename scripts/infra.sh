@@ -243,6 +243,10 @@ unix_socket_directories = '$(pg_socket_dir)'
 max_connections = 200
 password_encryption = 'scram-sha-256'
 logging_collector = off
+# Loaded for make bench-profile, which turns tracking on for its run and reports the cost
+# of each statement; off, the module costs nothing but a hook call.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = 'none'
 EOF
   as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<EOF
 # Written by scripts/infra.sh. The socket dir is private to the cluster owner

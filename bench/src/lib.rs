@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod procstat;
 pub mod report;
 pub mod stack;
+pub mod statements;
 pub mod stats;
 pub mod svg;
 

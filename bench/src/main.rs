@@ -7,6 +7,7 @@ use bench::pipeline::{self, Detections, Tap};
 use bench::procstat::{self, Snapshot};
 use bench::report::{self, BrokerWarmUp, FanOut, Http2Streams, Intake, Machine, PhaseResult, Plan, Results};
 use bench::stack::{Env, Stack};
+use bench::statements;
 use bench::stats::Summary;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -775,11 +776,19 @@ fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Resu
 async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: String) -> anyhow::Result<()> {
     let env = base_env(&results, bin, &label)?;
     let mut stack = start_stack(&env, "prof").await?;
+    // Outside the block, so that tracking is turned off however the profile ends.
+    let mut tracking = None;
     let outcome = async {
         let pids = stack.pids();
         let mut session = Session::new(&mut stack).await?;
         let vins = AtomicU64::new(rand_seed());
         session.warm_up(&vins).await?;
+        let admin_url = std::env::var("OSAGO_PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into());
+        tracking = statements::Tracking::start(&admin_url)
+            .await
+            .inspect_err(|why| eprintln!("warning: no per-statement costs: {why}"))
+            .ok();
         let perf_data = env.out.join("perf.data");
         let record_for = (seconds / 2).max(5);
         let perf_out = perf_data.clone();
@@ -800,6 +809,13 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         perf.await??;
         let phases = session.finish(&env).await?;
         save(&env.out, "phase.json", &phases)?;
+        if let Some(tracking) = &tracking {
+            let dbs = [("aggregator database", "bench_agg_"), ("core-app database", "bench_core_")];
+            let sent = phases.iter().map(|p| p.sent).sum();
+            let table = tracking.report(&dbs, sent).await?;
+            std::fs::write(env.out.join("statements.md"), &table)?;
+            println!("{table}");
+        }
         println!("==> folding the profile (perf script | inferno-collapse-perf)");
         let script = std::process::Command::new("perf")
             .args(["script", "--no-inline", "-F", "comm,pid,tid,time,period,event,ip,sym,dso", "-i"])
@@ -856,6 +872,9 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         anyhow::Ok(())
     }
     .await;
+    if let Some(tracking) = tracking {
+        tracking.stop().await;
+    }
     stack.stop().await;
     outcome?;
     println!("==> profile in {}", env.out.display());

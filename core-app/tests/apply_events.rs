@@ -1,6 +1,7 @@
-//! A consumer round is applied in the database in one statement (`apply_events`): each event
-//! gets the answer it would get alone, in the order given, and every stored event is pushed to
-//! the streams as the text the replay log keeps.
+//! A consumer round is applied in two statements (a read, then one write decided by
+//! `round::decide`), or by `apply_events` for quotes not stored yet: each event gets the
+//! answer it would get alone, in the order given, and every stored event is pushed to the
+//! streams as the text the replay log keeps.
 
 use core_app::store::{self, Applied, NewQuote, Stored};
 use domain::events::{InsurerOutcome, Offer, QuoteEvent};
@@ -241,4 +242,49 @@ async fn an_event_waiting_for_its_quotes_arrival_lock_is_applied_once_the_quote_
     assert_eq!(applying.await.unwrap().unwrap(), Applied::Stored { seq: 1, completed: true });
     let early: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
     assert_eq!(early, 0, "not parked: the quote was there at the second look");
+}
+
+/// A round is decided on what it read without locks; a quote that completes before the
+/// round's write lands (here: expired by another transaction the write waits for) refuses
+/// the write whole, and the round is read and decided again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_that_changes_while_its_round_is_decided_gets_the_round_decided_again() {
+    let (pool, url) = fresh_pool().await;
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(store::CHANNEL).await.unwrap();
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let other = stored_quote(&pool, &["alfa"]).await;
+    let mut expiring = pool.begin().await.unwrap();
+    sqlx::query("UPDATE quotes SET next_seq = next_seq + 1, completed_at = now() WHERE id = $1")
+        .bind(quote)
+        .execute(&mut *expiring)
+        .await
+        .unwrap();
+    let round = [event(other, "alfa", 1, offer("A-2")), event(quote, "alfa", 1, offer("A-1"))];
+    let applying = tokio::spawn({
+        let pool = pool.clone();
+        async move { store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!applying.is_finished(), "the write waits for the quote's row");
+    expiring.commit().await.unwrap();
+    let applied = applying.await.unwrap().unwrap();
+    assert_eq!(applied, [Applied::Stored { seq: 1, completed: true }, Applied::Late]);
+    let logged: Vec<(Uuid, i64, String)> =
+        sqlx::query_as("SELECT quote_id, seq, name FROM quote_events ORDER BY quote_id, seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut expected = vec![(other, 1, "offer".to_string()), (other, 2, "complete".to_string())];
+    expected.sort();
+    assert_eq!(logged, expected, "nothing of the refused write stayed");
+    // The refused write's notifications went with it: the first push is the retried round's.
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+    let (pushed, event) = store::parse_push(note.payload()).unwrap();
+    assert_eq!((pushed, event.map(|e| e.seq)), (other, Some(1)));
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(store::parse_push(note.payload()).unwrap().1.map(|e| e.seq), Some(2));
+    assert!(tokio::time::timeout(Duration::from_millis(300), listener.recv()).await.is_err(), "pushed once");
+    let view = store::view(&pool, quote).await.unwrap().unwrap();
+    assert!(view.insurers.iter().all(|i| i.status == "pending"), "the late offer changed nothing");
 }

@@ -1,0 +1,112 @@
+//! What each SQL statement costs per quote, from `pg_stat_statements` (`bench profile`).
+//!
+//! A flamegraph of a Postgres backend says which executor nodes burn CPU, not which of the
+//! services' statements they belong to; this table does. `scripts/infra.sh` preloads the
+//! module with tracking off, so the other benchmarks pay nothing for it; the profile turns
+//! tracking on for its phase only (`ALTER SYSTEM`, so every backend of the stack follows).
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::fmt::Write;
+
+/// Statements listed per database.
+const TOP: i64 = 12;
+
+/// Tracking turned on for one phase, until [`Tracking::stop`].
+pub struct Tracking {
+    admin: PgPool,
+}
+
+/// One database's statements, costliest first.
+#[derive(sqlx::FromRow)]
+struct Row {
+    calls: i64,
+    total_ms: f64,
+    rows: i64,
+    wal_bytes: f64,
+    query: String,
+    /// The database's executor time over all its statements.
+    db_ms: f64,
+}
+
+impl Tracking {
+    /// Clears the statistics and starts tracking top-level statements; `None` (with the
+    /// reason) when the cluster was started without the module, e.g. before `scripts/infra.sh`
+    /// preloaded it.
+    pub async fn start(admin_url: &str) -> Result<Self, String> {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await
+            .map_err(|e| format!("cannot connect as the superuser: {e}"))?;
+        let preloaded: String = sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+            .fetch_one(&admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !preloaded.split(',').any(|l| l.trim() == "pg_stat_statements") {
+            return Err("pg_stat_statements is not preloaded; restart Postgres with scripts/infra.sh".into());
+        }
+        for sql in [
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+            "ALTER SYSTEM SET pg_stat_statements.track = 'top'",
+            "SELECT pg_reload_conf()",
+            "SELECT pg_stat_statements_reset()",
+        ] {
+            sqlx::query(sql).execute(&admin).await.map_err(|e| format!("{sql}: {e}"))?;
+        }
+        Ok(Self { admin })
+    }
+
+    /// A Markdown table per database whose name starts with one of `databases` (label,
+    /// name prefix): calls, executor time and WAL per quote of its costliest statements.
+    pub async fn report(&self, databases: &[(&str, &str)], quotes: usize) -> anyhow::Result<String> {
+        let per_quote = 1.0 / quotes.max(1) as f64;
+        let mut out = format!(
+            "Executor time (not CPU: it includes waits, and leaves out parsing, commits and the \
+             protocol) per statement, over {quotes} quotes.\n"
+        );
+        for (label, prefix) in databases {
+            let rows: Vec<Row> = sqlx::query_as(
+                "WITH s AS (
+                     SELECT s.calls, s.total_exec_time AS total_ms, s.rows, s.wal_bytes::float8 AS wal_bytes,
+                            regexp_replace(s.query, '\\s+', ' ', 'g') AS query
+                     FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                     WHERE d.datname LIKE $1 || '%'
+                 )
+                 SELECT s.*, sum(total_ms) OVER () AS db_ms FROM s ORDER BY total_ms DESC LIMIT $2",
+            )
+            .bind(prefix)
+            .bind(TOP)
+            .fetch_all(&self.admin)
+            .await?;
+            let db_ms = rows.first().map_or(0.0, |r| r.db_ms);
+            writeln!(out, "\n### {label}: {:.2} executor-ms per quote\n", db_ms * per_quote)?;
+            writeln!(out, "| calls/quote | µs/call | ms/quote | share | rows/call | WAL B/quote | statement |")?;
+            writeln!(out, "|---:|---:|---:|---:|---:|---:|---|")?;
+            for r in rows {
+                let calls = r.calls.max(1) as f64;
+                let query: String = r.query.chars().take(140).collect();
+                writeln!(
+                    out,
+                    "| {:.2} | {:.0} | {:.3} | {:.1} % | {:.1} | {:.0} | `{}` |",
+                    r.calls as f64 * per_quote,
+                    r.total_ms * 1000.0 / calls,
+                    r.total_ms * per_quote,
+                    100.0 * r.total_ms / db_ms.max(f64::EPSILON),
+                    r.rows as f64 / calls,
+                    r.wal_bytes * per_quote,
+                    query.replace('|', "\\|").replace('`', "'"),
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns tracking off (also when the profile failed).
+    pub async fn stop(self) {
+        for sql in ["ALTER SYSTEM RESET pg_stat_statements.track", "SELECT pg_reload_conf()"] {
+            if let Err(e) = sqlx::query(sql).execute(&self.admin).await {
+                eprintln!("warning: {sql}: {e}");
+            }
+        }
+    }
+}
