@@ -63,17 +63,19 @@ struct Records {
 
 struct Recorder {
     insurers: Insurers,
-    anchor: Instant,
-    anchor_us: i64,
     records: Mutex<Records>,
     seen: Mutex<HashSet<(String, String)>>,
 }
 
 impl Recorder {
+    /// The wall-clock time of `at`, anchored at this call: an anchor taken at start drifts
+    /// whenever the two clocks are adjusted apart (2.3 ms a second on a VM just forked, which
+    /// the report read as the poller's latency).
     fn wall_us(&self, at: Instant) -> i64 {
-        match at.checked_duration_since(self.anchor) {
-            Some(d) => self.anchor_us + d.as_micros() as i64,
-            None => self.anchor_us - self.anchor.duration_since(at).as_micros() as i64,
+        let (now, now_us) = (Instant::now(), now_us());
+        match at.checked_duration_since(now) {
+            Some(d) => now_us + d.as_micros() as i64,
+            None => now_us - now.duration_since(at).as_micros() as i64,
         }
     }
 }
@@ -92,8 +94,6 @@ async fn main() -> anyhow::Result<()> {
     let insurers: Insurers = Arc::new(insurers);
     let recorder = Arc::new(Recorder {
         insurers: insurers.clone(),
-        anchor: Instant::now(),
-        anchor_us: now_us(),
         records: Mutex::default(),
         seen: Mutex::default(),
     });
