@@ -105,8 +105,8 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
 }
 
 /// Applies one round of messages in order within a quote (the message key), as the log has
-/// them, in two statements however many events (`store::apply_all`): under load, each round
-/// trip waited for the CPU, and a slow round left a larger one behind it. Should that call fail, the round is applied again event
+/// them, in one database call: under load, each round trip waited for the CPU, and a slow
+/// round left a larger one behind it. Should that call fail, the round is applied again event
 /// by event (applying is idempotent), concurrently across quotes.
 async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     let mut quotes: Vec<Vec<Traced>> = Vec::new();

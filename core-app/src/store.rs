@@ -2,7 +2,6 @@
 //! log that SSE streams replay. Every change to a quote happens under its row lock, so
 //! sequence numbers are gap-free and each insurer result is stored exactly once.
 
-use crate::round;
 use chrono::{DateTime, Utc};
 use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::intake::Accepted;
@@ -11,7 +10,6 @@ use platform::trace::TraceParent;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
-use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// NOTIFY channel of quotes with new events; every replica listens. The payload is
@@ -215,7 +213,7 @@ async fn adopt_early(pool: &PgPool, quote: Uuid) -> sqlx::Result<()> {
             .await?;
     let mut early: Vec<QuoteEvent> = early.into_iter().map(|e| e.0).collect();
     early.sort_by_key(|e| (e.insurer.clone(), e.version));
-    let applied = apply_locked(&mut *tx, &early.iter().collect::<Vec<_>>()).await?;
+    let applied = apply_all(&mut *tx, &early.iter().collect::<Vec<_>>()).await?;
     tx.commit().await?;
     let completed = applied.iter().any(|a| a.completed());
     count_completed(u64::from(completed));
@@ -259,251 +257,10 @@ pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
     applied.into_iter().next().ok_or_else(|| sqlx::Error::Decode("apply_events answered nothing".into()))
 }
 
-/// Applies events in the order given, each exactly once; answers for each, in the same order.
-/// A round of a few events goes through [`apply_locked`] (one call, its cost per event); a
-/// larger one through [`apply_decided`] (two statements, whatever the number of events).
-pub async fn apply_all(pool: &PgPool, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
-    // Measured at one to three events a round (the bench's low loads), the two statements
-    // cost core-app's database more than the locking loop; from a backlog on, far less, so
-    // a consumer that falls behind catches up instead of falling further behind.
-    if events.len() < DECIDED_FROM { apply_locked(pool, events).await } else { apply_decided(pool, events).await }
-}
-
-/// Rounds of this many events or more are decided in Rust.
-const DECIDED_FROM: usize = 4;
-
-/// [`apply_all`] for a larger round. The events of stored quotes take two statements: one
-/// reads the quotes and their insurers, [`round::decide`] decides, one writes (`write_round`).
-/// Both run without locks; the write moves each quote's `next_seq` from the value read or
-/// fails whole, and the round is then read again. The events of quotes not read (not stored
-/// yet) go through `apply_events` (migration 0004), which waits for their arrival.
-pub async fn apply_decided(pool: &PgPool, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tries = 0;
-    let answers = loop {
-        tries += 1;
-        match decide_and_write(pool, events).await {
-            Ok(answers) => break answers,
-            // Rare: a quote expired or was written elsewhere meanwhile, or a duplicate landed.
-            Err(e) if tries < ROUND_TRIES && is_conflict(&e) => {
-                metrics::counter!("quote_event_round_conflicts_total").increment(1);
-            }
-            // Still conflicting: the locking path takes every event, one quote lock at a time.
-            Err(e) if is_conflict(&e) => return apply_locked(pool, events).await,
-            Err(e) => return Err(e),
-        }
-    };
-    let rest: Vec<&QuoteEvent> = events.iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(e, _)| *e).collect();
-    let mut rest = apply_locked(pool, &rest).await?.into_iter();
-    answers
-        .into_iter()
-        .map(|a| a.or_else(|| rest.next()).ok_or_else(|| sqlx::Error::Decode("an event was not answered".into())))
-        .collect()
-}
-
-/// Reads and decides a round again at most this often before taking the locking path.
-const ROUND_TRIES: u32 = 3;
-
-/// A write refused because what the round was decided on changed (`round_conflict`), or an
-/// event stored meanwhile by another writer (its unique id or sequence number).
-fn is_conflict(error: &sqlx::Error) -> bool {
-    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40001" || code == "23505")
-}
-
-/// A stored quote's row and one of its insurers, with the round's event ids already stored.
-#[derive(sqlx::FromRow)]
-struct RoundRow {
-    id: Uuid,
-    next_seq: i64,
-    completed: bool,
-    insurer: String,
-    display_name: String,
-    status: String,
-    version: i32,
-    seen: Vec<Uuid>,
-}
-
-/// One try of [`apply_all`] for the events of stored quotes; `None` for the others.
-async fn decide_and_write(pool: &PgPool, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Option<Applied>>> {
-    // One connection for both statements: a pooled connection is pinged when given back.
-    let mut conn = pool.acquire().await?;
-    let ids: Vec<Uuid> = events.iter().map(|e| e.quote_id).collect();
-    let rows: Vec<RoundRow> = sqlx::query_as(
-        "SELECT q.id, q.next_seq, q.completed_at IS NOT NULL AS completed, i.insurer, i.display_name, i.status,
-                i.version, ARRAY(SELECT event_id FROM quote_events WHERE event_id = ANY ($2)) AS seen
-         FROM quotes q JOIN quote_insurers i ON i.quote_id = q.id
-         WHERE q.id = ANY ($1)",
-    )
-    .bind(&ids)
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
-    let seen: HashSet<Uuid> = rows.first().map(|r| r.seen.iter().copied().collect()).unwrap_or_default();
-    let mut quotes: HashMap<Uuid, round::Quote> = HashMap::new();
-    for row in rows {
-        let quote = quotes.entry(row.id).or_insert_with(|| round::Quote {
-            next_seq: row.next_seq,
-            completed: row.completed,
-            insurers: Vec::new(),
-        });
-        quote.insurers.push(round::Insurer {
-            name: row.insurer,
-            display_name: row.display_name,
-            status: row.status,
-            version: row.version,
-        });
-    }
-    let names: Vec<String> = events.iter().map(|e| event_name(&e.outcome)).collect();
-    let round: Vec<round::Event<'_>> = events
-        .iter()
-        .zip(&names)
-        .map(|(e, name)| {
-            let (status, offer, reason) = outcome_columns(&e.outcome);
-            round::Event {
-                quote: e.quote_id,
-                insurer: &e.insurer,
-                event_id: e.event_id,
-                version: i32::try_from(e.version).unwrap_or(i32::MAX),
-                status,
-                offer,
-                reason,
-                name,
-            }
-        })
-        .collect();
-    let (answers, writes) = round::decide(&round, &quotes, &seen);
-    if !writes.events.is_empty() {
-        write_round(&mut conn, &writes).await?;
-    }
-    Ok(answers)
-}
-
-/// Writes a decided round in one statement, pushing each event as the log keeps it; fails
-/// with `round_conflict` (and writes nothing) when a quote's `next_seq` moved since it was read.
-async fn write_round(conn: &mut sqlx::PgConnection, writes: &round::Writes) -> sqlx::Result<()> {
-    let (quotes, insurers) = (&writes.quotes, &writes.insurers);
-    let mut ev = EventColumns::default();
-    for event in &writes.events {
-        ev.push(event);
-    }
-    // Data-modifying parts run to completion whatever the main query reads; the main query
-    // reads `q` first (its count), so a conflict is raised before any notification is queued
-    // and the whole statement rolls back.
-    sqlx::query(
-        "WITH q AS (
-             UPDATE quotes SET next_seq = u.next_seq, completed_at = CASE WHEN u.completes THEN now() END
-             FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::bool[]) AS u(id, expected, next_seq, completes)
-             WHERE quotes.id = u.id AND quotes.next_seq = u.expected AND quotes.completed_at IS NULL
-             RETURNING 1
-         ), i AS (
-             UPDATE quote_insurers SET status = u.status, version = u.version, offer = u.offer, reason = u.reason,
-                 updated_at = now()
-             FROM unnest($6::uuid[], $7::text[], $8::text[], $9::int4[], $10::jsonb[], $11::text[])
-                  AS u(quote_id, insurer, status, version, offer, reason)
-             WHERE quote_insurers.quote_id = u.quote_id AND quote_insurers.insurer = u.insurer
-         ), ev AS (
-             SELECT u.ord, u.quote_id, u.seq, u.event_id, u.name,
-                    CASE WHEN u.name = 'complete'
-                         THEN jsonb_build_object('status', 'complete', 'quote_id', u.quote_id::text,
-                                                 'offers', u.offers, 'insurers', u.insurers)
-                         ELSE insurer_event_data(u.insurer, u.display_name, u.status, u.offer, u.reason) END AS data
-             FROM unnest($12::uuid[], $13::int8[], $14::uuid[], $15::text[], $16::text[], $17::text[], $18::text[],
-                         $19::jsonb[], $20::text[], $21::int8[], $22::int8[])
-                  WITH ORDINALITY AS u(quote_id, seq, event_id, name, insurer, display_name, status, offer, reason,
-                                       offers, insurers, ord)
-         ), e AS (
-             INSERT INTO quote_events (quote_id, seq, event_id, name, data)
-             SELECT quote_id, seq, event_id, name, data FROM ev
-         )
-         SELECT CASE WHEN (SELECT count(*) FROM q) = cardinality($2::uuid[])
-                     THEN pg_notify($1, push_payload(quote_id, seq, name, data)) ELSE round_conflict() END
-         FROM ev ORDER BY ord",
-    )
-    .bind(CHANNEL)
-    .bind(quotes.iter().map(|q| q.id).collect::<Vec<_>>())
-    .bind(quotes.iter().map(|q| q.expected_seq).collect::<Vec<_>>())
-    .bind(quotes.iter().map(|q| q.next_seq).collect::<Vec<_>>())
-    .bind(quotes.iter().map(|q| q.completes).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.quote).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.insurer.as_str()).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.status).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.version).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.offer.clone()).collect::<Vec<_>>())
-    .bind(insurers.iter().map(|i| i.reason.clone()).collect::<Vec<_>>())
-    .bind(&ev.quote)
-    .bind(&ev.seq)
-    .bind(&ev.event_id)
-    .bind(&ev.name)
-    .bind(&ev.insurer)
-    .bind(&ev.display_name)
-    .bind(&ev.status)
-    .bind(&ev.offer)
-    .bind(&ev.reason)
-    .bind(&ev.offers)
-    .bind(&ev.insurers)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The logged events of a round as the write's arrays, one per column.
-#[derive(Default)]
-struct EventColumns {
-    quote: Vec<Uuid>,
-    seq: Vec<i64>,
-    event_id: Vec<Option<Uuid>>,
-    name: Vec<String>,
-    insurer: Vec<Option<String>>,
-    display_name: Vec<Option<String>>,
-    status: Vec<Option<&'static str>>,
-    offer: Vec<Option<Value>>,
-    reason: Vec<Option<String>>,
-    offers: Vec<Option<i64>>,
-    insurers: Vec<Option<i64>>,
-}
-
-impl EventColumns {
-    fn push(&mut self, event: &round::EventWrite) {
-        self.quote.push(event.quote);
-        self.seq.push(event.seq);
-        match &event.what {
-            round::Logged::Insurer { event_id, name, insurer, display_name, status, offer, reason } => {
-                self.event_id.push(Some(*event_id));
-                self.name.push(name.clone());
-                self.insurer.push(Some(insurer.clone()));
-                self.display_name.push(Some(display_name.clone()));
-                self.status.push(Some(status));
-                self.offer.push(offer.clone());
-                self.reason.push(reason.clone());
-                self.offers.push(None);
-                self.insurers.push(None);
-            }
-            round::Logged::Complete { offers, insurers } => {
-                self.event_id.push(None);
-                self.name.push("complete".into());
-                self.insurer.push(None);
-                self.display_name.push(None);
-                self.status.push(None);
-                self.offer.push(None);
-                self.reason.push(None);
-                self.offers.push(Some(*offers));
-                self.insurers.push(Some(*insurers));
-            }
-        }
-    }
-}
-
-/// The SSE name of an outcome's event, serde's text (the one the Kafka envelope uses).
-fn event_name(outcome: &InsurerOutcome) -> String {
-    serde_json::to_value(outcome.event_type()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 /// Applies events in the order given, each exactly once, in one statement (`apply_events`,
-/// migration 0004) that locks each quote in turn and waits for one not stored yet: its own
-/// transaction on a pool, part of the caller's on a transaction. Answers for each, in order.
-pub async fn apply_locked<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
+/// migration 0004): its own transaction on a pool, part of the caller's on a transaction.
+/// Answers for each, in the same order.
+pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
     // One round trip, however many events: under load, a round trip's cost is mostly the
     // wait for the CPU on both sides, and a round of events made two or three per event.
     if events.is_empty() {
@@ -512,7 +269,11 @@ pub async fn apply_locked<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -
     let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
     // The name follows the outcome, whatever the envelope's type says; its text is serde's,
     // the one the Kafka envelope and the SSE event use.
-    let names: Vec<String> = events.iter().map(|e| event_name(&e.outcome)).collect();
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_value(e.outcome.event_type()).ok().and_then(|v| v.as_str().map(str::to_string)))
+        .map(Option::unwrap_or_default)
+        .collect();
     let payloads = events.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>();
     let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
     let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(

@@ -1,7 +1,6 @@
-//! A consumer round is applied quote by quote under locks (`apply_events`, small rounds), or
-//! in two statements (a read, then one write decided by `round::decide`, larger rounds): on
-//! both, each event gets the answer it would get alone, in the order given, and every stored
-//! event is pushed to the streams as the text the replay log keeps.
+//! A consumer round is applied in the database in one statement (`apply_events`): each event
+//! gets the answer it would get alone, in the order given, and every stored event is pushed to
+//! the streams as the text the replay log keeps.
 
 use core_app::store::{self, Applied, NewQuote, Stored};
 use domain::events::{InsurerOutcome, Offer, QuoteEvent};
@@ -12,26 +11,6 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// The two ways a round is applied; every rule holds on both.
-#[derive(Debug, Clone, Copy)]
-enum Path {
-    /// `apply_events`, quote by quote under locks (small rounds).
-    Locked,
-    /// Read, `round::decide`, one write (larger rounds).
-    Decided,
-}
-
-const PATHS: [Path; 2] = [Path::Locked, Path::Decided];
-
-async fn apply(path: Path, pool: &PgPool, round: &[QuoteEvent]) -> Vec<Applied> {
-    let round: Vec<&QuoteEvent> = round.iter().collect();
-    let applied = match path {
-        Path::Locked => store::apply_locked(pool, &round).await,
-        Path::Decided => store::apply_decided(pool, &round).await,
-    };
-    applied.unwrap_or_else(|e| panic!("{path:?}: {e}"))
-}
 
 async fn fresh_pool() -> (PgPool, String) {
     let (pool, url) = testkit::fresh_database("apply_events").await;
@@ -77,137 +56,131 @@ fn event(quote: Uuid, insurer: &str, version: u32, outcome: InsurerOutcome) -> Q
 
 #[tokio::test]
 async fn a_round_answers_each_event_as_alone_in_the_order_given() {
-    for path in PATHS {
-        let (pool, _) = fresh_pool().await;
-        let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
-        let not_stored = Uuid::new_v4();
-        let first = event(quote, "alfa", 1, offer("ALFA-1"));
-        let mut replayed = first.clone();
-        replayed.occurred_at += chrono::Duration::seconds(1);
-        let round = [
-            first.clone(),
-            replayed,                                              // the same event id again
-            event(quote, "alfa", 1, InsurerOutcome::Pending),      // a new id, an old version
-            event(quote, "reso", 1, InsurerOutcome::Pending),      // not one of the quote's
-            event(not_stored, "alfa", 1, InsurerOutcome::Pending), // its quote comes later
-            event(quote, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
-            event(quote, "alfa", 2, InsurerOutcome::Failed { reason: "late".into() }), // after complete
-        ];
-        let applied = apply(path, &pool, &round).await;
-        assert_eq!(
-            applied,
-            [
-                Applied::Stored { seq: 1, completed: false },
-                Applied::Duplicate,
-                Applied::Stale,
-                Applied::UnknownInsurer,
-                Applied::Early,
-                Applied::Stored { seq: 2, completed: true },
-                Applied::Late,
-            ]
-        );
-        let log: Vec<(i64, String)> =
-            store::events_after(&pool, quote, 0, 10).await.unwrap().into_iter().map(|e| (e.seq, e.name)).collect();
-        assert_eq!(log, [(1, "offer".into()), (2, "status".into()), (3, "complete".into())]);
-        let (next_seq, completed): (i64, bool) =
-            sqlx::query_as("SELECT next_seq, completed_at IS NOT NULL FROM quotes WHERE id = $1")
-                .bind(quote)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert_eq!((next_seq, completed), (4, true));
-        let view = store::view(&pool, quote).await.unwrap().unwrap();
-        let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
-        assert_eq!(states, ["offer", "declined"], "the stale and late events changed nothing");
-        let early: Vec<Uuid> = sqlx::query_scalar("SELECT quote_id FROM early_events").fetch_all(&pool).await.unwrap();
-        assert_eq!(early, [not_stored]);
-    }
+    let (pool, _) = fresh_pool().await;
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let not_stored = Uuid::new_v4();
+    let first = event(quote, "alfa", 1, offer("ALFA-1"));
+    let mut replayed = first.clone();
+    replayed.occurred_at += chrono::Duration::seconds(1);
+    let round = [
+        first.clone(),
+        replayed,                                              // the same event id again
+        event(quote, "alfa", 1, InsurerOutcome::Pending),      // a new id, an old version
+        event(quote, "reso", 1, InsurerOutcome::Pending),      // not one of the quote's
+        event(not_stored, "alfa", 1, InsurerOutcome::Pending), // its quote comes later
+        event(quote, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
+        event(quote, "alfa", 2, InsurerOutcome::Failed { reason: "late".into() }), // after complete
+    ];
+    let applied = store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(
+        applied,
+        [
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Duplicate,
+            Applied::Stale,
+            Applied::UnknownInsurer,
+            Applied::Early,
+            Applied::Stored { seq: 2, completed: true },
+            Applied::Late,
+        ]
+    );
+    let log: Vec<(i64, String)> =
+        store::events_after(&pool, quote, 0, 10).await.unwrap().into_iter().map(|e| (e.seq, e.name)).collect();
+    assert_eq!(log, [(1, "offer".into()), (2, "status".into()), (3, "complete".into())]);
+    let (next_seq, completed): (i64, bool) =
+        sqlx::query_as("SELECT next_seq, completed_at IS NOT NULL FROM quotes WHERE id = $1")
+            .bind(quote)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((next_seq, completed), (4, true));
+    let view = store::view(&pool, quote).await.unwrap().unwrap();
+    let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
+    assert_eq!(states, ["offer", "declined"], "the stale and late events changed nothing");
+    let early: Vec<Uuid> = sqlx::query_scalar("SELECT quote_id FROM early_events").fetch_all(&pool).await.unwrap();
+    assert_eq!(early, [not_stored]);
 }
 
 #[tokio::test]
 async fn a_stored_event_is_pushed_as_the_log_keeps_it_and_a_large_one_as_the_quote_alone() {
-    for path in PATHS {
-        let (pool, url) = fresh_pool().await;
-        let mut listener = PgListener::connect(&url).await.unwrap();
-        listener.listen(store::CHANNEL).await.unwrap();
-        let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
-        let large = "R".repeat(9000);
-        let round = [event(quote, "alfa", 1, offer("ALFA-1")), event(quote, "vsk", 1, offer(&large))];
-        apply(path, &pool, &round).await;
-        let mut pushed = Vec::new();
-        while pushed.len() < 3 {
-            let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
-            pushed.push(store::parse_push(note.payload()).unwrap());
-        }
-        let log = store::events_after(&pool, quote, 0, 10).await.unwrap();
-        assert_eq!(log.len(), 3);
-        assert_eq!(pushed[0], (quote, Some(log[0].clone())), "the offer's text is the log's");
-        assert_eq!(pushed[1], (quote, None), "too large for a notification: streams read the log");
-        assert!(log[1].data.contains(&large));
-        assert_eq!(pushed[2], (quote, Some(log[2].clone())), "then complete");
-        let offer: serde_json::Value = serde_json::from_str(&log[0].data).unwrap();
-        assert_eq!(offer["insurer"], "alfa");
-        assert_eq!(offer["display_name"], "ALFA");
-        assert_eq!(offer["offer"]["insurer_reference"], "ALFA-1");
-        assert!(offer.get("reason").is_none());
-        let complete: serde_json::Value = serde_json::from_str(&log[2].data).unwrap();
-        assert_eq!((complete["offers"].as_i64(), complete["insurers"].as_i64()), (Some(2), Some(2)));
+    let (pool, url) = fresh_pool().await;
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(store::CHANNEL).await.unwrap();
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let large = "R".repeat(9000);
+    let round = [event(quote, "alfa", 1, offer("ALFA-1")), event(quote, "vsk", 1, offer(&large))];
+    store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    let mut pushed = Vec::new();
+    while pushed.len() < 3 {
+        let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        pushed.push(store::parse_push(note.payload()).unwrap());
     }
+    let log = store::events_after(&pool, quote, 0, 10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(pushed[0], (quote, Some(log[0].clone())), "the offer's text is the log's");
+    assert_eq!(pushed[1], (quote, None), "too large for a notification: streams read the log");
+    assert!(log[1].data.contains(&large));
+    assert_eq!(pushed[2], (quote, Some(log[2].clone())), "then complete");
+    let offer: serde_json::Value = serde_json::from_str(&log[0].data).unwrap();
+    assert_eq!(offer["insurer"], "alfa");
+    assert_eq!(offer["display_name"], "ALFA");
+    assert_eq!(offer["offer"]["insurer_reference"], "ALFA-1");
+    assert!(offer.get("reason").is_none());
+    let complete: serde_json::Value = serde_json::from_str(&log[2].data).unwrap();
+    assert_eq!((complete["offers"].as_i64(), complete["insurers"].as_i64()), (Some(2), Some(2)));
 }
 
 #[tokio::test]
 async fn a_round_numbers_each_quotes_events_in_order_and_completes_the_finished_ones() {
-    for path in PATHS {
-        let (pool, url) = fresh_pool().await;
-        let mut listener = PgListener::connect(&url).await.unwrap();
-        listener.listen(store::CHANNEL).await.unwrap();
-        let open = stored_quote(&pool, &["alfa", "reso", "vsk"]).await;
-        let done = stored_quote(&pool, &["alfa", "vsk"]).await;
-        // Two quotes' events interleaved, as a consumer round gets them from several partitions.
-        let round = [
-            event(open, "alfa", 1, offer("A-1")),
-            event(done, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
-            event(open, "vsk", 1, InsurerOutcome::Pending),
-            event(done, "alfa", 1, offer("A-2")),
-            event(open, "reso", 2, InsurerOutcome::Failed { reason: "down".into() }),
-        ];
-        let applied = apply(path, &pool, &round).await;
-        assert_eq!(
-            applied,
-            [
-                Applied::Stored { seq: 1, completed: false },
-                Applied::Stored { seq: 1, completed: false },
-                Applied::Stored { seq: 2, completed: false },
-                Applied::Stored { seq: 2, completed: true },
-                Applied::Stored { seq: 3, completed: false },
-            ]
-        );
-        let names = |events: Vec<store::StoredEvent>| events.into_iter().map(|e| (e.seq, e.name)).collect::<Vec<_>>();
-        let open_log = store::events_after(&pool, open, 0, 10).await.unwrap();
-        assert_eq!(names(open_log.clone()), [(1, "offer".into()), (2, "status".into()), (3, "status".into())]);
-        let done_log = store::events_after(&pool, done, 0, 10).await.unwrap();
-        assert_eq!(names(done_log.clone()), [(1, "status".into()), (2, "offer".into()), (3, "complete".into())]);
-        let view = store::view(&pool, open).await.unwrap().unwrap();
-        let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
-        assert_eq!(states, ["offer", "failed", "pending"], "alfa, reso, vsk");
-        assert_eq!(view.status, "in_progress");
-        assert_eq!(store::view(&pool, done).await.unwrap().unwrap().status, "complete");
-        // Every event is pushed as the log keeps it, in order within its quote.
-        let mut pushed: Vec<store::StoredEvent> = Vec::new();
-        while pushed.len() < 6 {
-            let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
-            let (quote, event) = store::parse_push(note.payload()).unwrap();
-            let event = event.unwrap();
-            let log = if quote == open { &open_log } else { &done_log };
-            assert_eq!(Some(&event), log.iter().find(|e| e.seq == event.seq));
-            assert!(pushed.iter().all(|p| !(log.contains(p) && p.seq > event.seq)), "pushed out of order");
-            pushed.push(event);
-        }
-        // A later round against what this one stored: the versions it set stop an older event.
-        let again = [event(open, "reso", 1, InsurerOutcome::Pending), event(open, "vsk", 2, offer("V-1"))];
-        let applied = apply(path, &pool, &again).await;
-        assert_eq!(applied, [Applied::Stale, Applied::Stored { seq: 4, completed: true }]);
+    let (pool, url) = fresh_pool().await;
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen(store::CHANNEL).await.unwrap();
+    let open = stored_quote(&pool, &["alfa", "reso", "vsk"]).await;
+    let done = stored_quote(&pool, &["alfa", "vsk"]).await;
+    // Two quotes' events interleaved, as a consumer round gets them from several partitions.
+    let round = [
+        event(open, "alfa", 1, offer("A-1")),
+        event(done, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
+        event(open, "vsk", 1, InsurerOutcome::Pending),
+        event(done, "alfa", 1, offer("A-2")),
+        event(open, "reso", 2, InsurerOutcome::Failed { reason: "down".into() }),
+    ];
+    let applied = store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(
+        applied,
+        [
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Stored { seq: 1, completed: false },
+            Applied::Stored { seq: 2, completed: false },
+            Applied::Stored { seq: 2, completed: true },
+            Applied::Stored { seq: 3, completed: false },
+        ]
+    );
+    let names = |events: Vec<store::StoredEvent>| events.into_iter().map(|e| (e.seq, e.name)).collect::<Vec<_>>();
+    let open_log = store::events_after(&pool, open, 0, 10).await.unwrap();
+    assert_eq!(names(open_log.clone()), [(1, "offer".into()), (2, "status".into()), (3, "status".into())]);
+    let done_log = store::events_after(&pool, done, 0, 10).await.unwrap();
+    assert_eq!(names(done_log.clone()), [(1, "status".into()), (2, "offer".into()), (3, "complete".into())]);
+    let view = store::view(&pool, open).await.unwrap().unwrap();
+    let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
+    assert_eq!(states, ["offer", "failed", "pending"], "alfa, reso, vsk");
+    assert_eq!(view.status, "in_progress");
+    assert_eq!(store::view(&pool, done).await.unwrap().unwrap().status, "complete");
+    // Every event is pushed as the log keeps it, in order within its quote.
+    let mut pushed: Vec<store::StoredEvent> = Vec::new();
+    while pushed.len() < 6 {
+        let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        let (quote, event) = store::parse_push(note.payload()).unwrap();
+        let event = event.unwrap();
+        let log = if quote == open { &open_log } else { &done_log };
+        assert_eq!(Some(&event), log.iter().find(|e| e.seq == event.seq));
+        assert!(pushed.iter().all(|p| !(log.contains(p) && p.seq > event.seq)), "pushed out of order");
+        pushed.push(event);
     }
+    // A later round against what this one stored: the versions it set stop an older event.
+    let again = [event(open, "reso", 1, InsurerOutcome::Pending), event(open, "vsk", 2, offer("V-1"))];
+    let applied = store::apply_all(&pool, &again.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(applied, [Applied::Stale, Applied::Stored { seq: 4, completed: true }]);
 }
 
 #[tokio::test]
@@ -268,49 +241,4 @@ async fn an_event_waiting_for_its_quotes_arrival_lock_is_applied_once_the_quote_
     assert_eq!(applying.await.unwrap().unwrap(), Applied::Stored { seq: 1, completed: true });
     let early: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
     assert_eq!(early, 0, "not parked: the quote was there at the second look");
-}
-
-/// A round is decided on what it read without locks; a quote that completes before the
-/// round's write lands (here: expired by another transaction the write waits for) refuses
-/// the write whole, and the round is read and decided again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quote_that_changes_while_its_round_is_decided_gets_the_round_decided_again() {
-    let (pool, url) = fresh_pool().await;
-    let mut listener = PgListener::connect(&url).await.unwrap();
-    listener.listen(store::CHANNEL).await.unwrap();
-    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
-    let other = stored_quote(&pool, &["alfa"]).await;
-    let mut expiring = pool.begin().await.unwrap();
-    sqlx::query("UPDATE quotes SET next_seq = next_seq + 1, completed_at = now() WHERE id = $1")
-        .bind(quote)
-        .execute(&mut *expiring)
-        .await
-        .unwrap();
-    let round = [event(other, "alfa", 1, offer("A-2")), event(quote, "alfa", 1, offer("A-1"))];
-    let applying = tokio::spawn({
-        let pool = pool.clone();
-        async move { store::apply_decided(&pool, &round.iter().collect::<Vec<_>>()).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!applying.is_finished(), "the write waits for the quote's row");
-    expiring.commit().await.unwrap();
-    let applied = applying.await.unwrap().unwrap();
-    assert_eq!(applied, [Applied::Stored { seq: 1, completed: true }, Applied::Late]);
-    let logged: Vec<(Uuid, i64, String)> =
-        sqlx::query_as("SELECT quote_id, seq, name FROM quote_events ORDER BY quote_id, seq")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let mut expected = vec![(other, 1, "offer".to_string()), (other, 2, "complete".to_string())];
-    expected.sort();
-    assert_eq!(logged, expected, "nothing of the refused write stayed");
-    // The refused write's notifications went with it: the first push is the retried round's.
-    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
-    let (pushed, event) = store::parse_push(note.payload()).unwrap();
-    assert_eq!((pushed, event.map(|e| e.seq)), (other, Some(1)));
-    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
-    assert_eq!(store::parse_push(note.payload()).unwrap().1.map(|e| e.seq), Some(2));
-    assert!(tokio::time::timeout(Duration::from_millis(300), listener.recv()).await.is_err(), "pushed once");
-    let view = store::view(&pool, quote).await.unwrap().unwrap();
-    assert!(view.insurers.iter().all(|i| i.status == "pending"), "the late offer changed nothing");
 }

@@ -1,5 +1,5 @@
-//! The Kafka consumer applies a round of events (everything already fetched) together:
-//! against a real broker and Postgres, a backlog of events for several quotes —
+//! The Kafka consumer applies a round of events (everything already fetched) in one
+//! transaction: against a real broker and Postgres, a backlog of events for several quotes —
 //! with a duplicate, a stale version and an event whose quote is not stored yet — ends
 //! exactly as if each had been applied alone.
 

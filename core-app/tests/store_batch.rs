@@ -107,7 +107,7 @@ async fn a_quote_whose_arrival_lock_is_busy_waits_alone_and_gets_its_early_event
         InsurerOutcome::Declined { reason: "no".into() },
         chrono::Utc::now(),
     );
-    assert_eq!(store::apply_locked(&mut *round, &[&event]).await.unwrap(), [Applied::Early]);
+    assert_eq!(store::apply_all(&mut *round, &[&event]).await.unwrap(), [Applied::Early]);
     let creating = tokio::spawn({
         let (pool, batch) = (pool.clone(), [free.clone(), busy.clone()]);
         async move { create_all(&pool, &batch).await }

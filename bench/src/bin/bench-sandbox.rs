@@ -92,11 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let insurers: BTreeMap<String, Arc<Insurer>> =
         config.insurers.into_iter().map(|p| (p.name.clone(), Arc::new(Insurer::new(p, config.seed)))).collect();
     let insurers: Insurers = Arc::new(insurers);
-    let recorder = Arc::new(Recorder {
-        insurers: insurers.clone(),
-        records: Mutex::default(),
-        seen: Mutex::default(),
-    });
+    let recorder = Arc::new(Recorder { insurers: insurers.clone(), records: Mutex::default(), seen: Mutex::default() });
     let router = insurers
         .iter()
         .fold(control::router(insurers.clone()), |router, (name, ins)| {
