@@ -2,11 +2,12 @@
 //!
 //! Whichever replica stores an event NOTIFYs [`store::CHANNEL`] with the event itself (when
 //! it fits); every replica LISTENs and hands it to its local streams of that quote. A stream
-//! that gets the event following its last one sends it as it is; any other wake-up (a
-//! coalesced burst, an event too large to notify, a lost LISTEN connection) makes it read
-//! the database. So two replicas behind no sticky routing both stream every event, a slow
-//! stream never loses one — the database, not a channel, holds the events — and the common
-//! case costs no query per stream.
+//! that gets the event following its last one sends it as it is; any other wake-up (a burst
+//! longer than the channel holds, an event too large to notify, a lost LISTEN connection)
+//! makes it read the database. So two replicas behind no sticky routing both stream every
+//! event, a slow stream never loses one — the database, not a channel, holds the events —
+//! and the common case costs no query per stream: a quote's last result and its `complete`,
+//! committed together, both reach the stream from the channel.
 
 use crate::store::{self, StoredEvent};
 use sqlx::PgPool;
@@ -14,7 +15,7 @@ use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use uuid::Uuid;
 
 /// What woke a stream.
@@ -26,37 +27,42 @@ pub enum Wake {
     Read,
 }
 
-/// Watchers per quote; a watch channel keeps only the latest wake-up, so a burst costs at
-/// most one read.
+/// Wake-ups a quote's channel holds for a stream that has not taken them yet: every event of
+/// a quote of six insurers, and its `complete`. A stream further behind reads the database.
+const BACKLOG: usize = 8;
+
+/// Listeners per quote; each stream gets every wake-up in order, up to [`BACKLOG`] behind.
 #[derive(Default)]
 pub struct Hub {
-    quotes: Mutex<HashMap<Uuid, watch::Sender<Wake>>>,
+    quotes: Mutex<HashMap<Uuid, broadcast::Sender<Wake>>>,
 }
 
 /// A stream's registration; dropping it unregisters the quote when it was the last one.
 pub struct Subscription {
     hub: Arc<Hub>,
     quote: Uuid,
-    rx: Option<watch::Receiver<Wake>>,
+    rx: Option<broadcast::Receiver<Wake>>,
 }
 
 impl Subscription {
-    /// Marks everything so far as seen; call before reading the database.
+    /// Marks everything so far as seen (drops the wake-ups waiting); call before reading the
+    /// database, which holds all they announce.
     pub fn mark_seen(&mut self) {
         if let Some(rx) = self.rx.as_mut() {
-            rx.borrow_and_update();
+            while !matches!(rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
         }
     }
 
-    /// Waits for a wake-up after the last one seen, and marks it seen.
+    /// The next wake-up after the last one seen; [`Wake::Read`] when the stream fell more than
+    /// [`BACKLOG`] behind and some were dropped.
     pub async fn changed(&mut self) -> Wake {
         match self.rx.as_mut() {
-            Some(rx) => {
-                if rx.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                rx.borrow_and_update().clone()
-            }
+            Some(rx) => match rx.recv().await {
+                Ok(wake) => wake,
+                Err(RecvError::Lagged(_)) => Wake::Read,
+                // The hub keeps the sender while a subscription lives.
+                Err(RecvError::Closed) => std::future::pending().await,
+            },
             None => std::future::pending().await,
         }
     }
@@ -81,7 +87,7 @@ impl Hub {
             .lock()
             .expect("hub lock")
             .entry(quote)
-            .or_insert_with(|| watch::channel(Wake::Read).0)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
             .subscribe();
         metrics::gauge!("sse_streams_open").increment(1.0);
         Subscription { hub: self.clone(), quote, rx: Some(rx) }
@@ -90,7 +96,8 @@ impl Hub {
     /// Wakes the streams of `quote` on this replica.
     pub fn notify(&self, quote: Uuid, wake: Wake) {
         if let Some(tx) = self.quotes.lock().expect("hub lock").get(&quote) {
-            tx.send_replace(wake);
+            // Fails only with no stream left, which the last one's drop is about to clean up.
+            let _ = tx.send(wake);
         }
     }
 
@@ -114,13 +121,13 @@ impl Hub {
     /// Wakes every stream to read: after a lost LISTEN connection, when notifications may be missing.
     pub fn notify_all(&self) {
         for tx in self.quotes.lock().expect("hub lock").values() {
-            tx.send_replace(Wake::Read);
+            let _ = tx.send(Wake::Read);
         }
     }
 
     /// Streams open on this replica.
     pub fn streams(&self) -> usize {
-        self.quotes.lock().expect("hub lock").values().map(watch::Sender::receiver_count).sum()
+        self.quotes.lock().expect("hub lock").values().map(broadcast::Sender::receiver_count).sum()
     }
 
     /// Listens for notifications until the task is dropped, reconnecting as needed.
@@ -185,6 +192,30 @@ mod tests {
         hub.notify_payload(&b.to_string());
         hub.notify_all();
         assert_eq!(sb.changed().await, Wake::Read, "a bare id asks for a read");
+    }
+
+    /// A quote's last result and its `complete` are notified back to back: the stream gets
+    /// both, not only the newer (which would send it to the database for the one between).
+    #[tokio::test]
+    async fn a_burst_reaches_the_stream_event_by_event_and_a_longer_one_asks_for_a_read() {
+        let hub = Arc::new(Hub::default());
+        let quote = Uuid::new_v4();
+        let mut stream = hub.subscribe(quote);
+        stream.mark_seen();
+        let event = |seq: i64| StoredEvent { seq, name: "status".into(), data: format!(r#"{{"n": {seq}}}"#) };
+        for seq in [6, 7] {
+            let e = event(seq);
+            hub.notify_payload(&format!("{quote} {} {} {}", e.seq, e.name, e.data));
+        }
+        for seq in [6, 7] {
+            assert_eq!(stream.changed().await, Wake::Event(Arc::new(event(seq))));
+        }
+        for seq in 8..8 + BACKLOG as i64 + 2 {
+            hub.notify(quote, Wake::Event(Arc::new(event(seq))));
+        }
+        assert_eq!(stream.changed().await, Wake::Read, "fell behind: read the database");
+        stream.mark_seen();
+        assert!(tokio::time::timeout(Duration::from_millis(50), stream.changed()).await.is_err(), "all seen");
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub async fn stream(
     // An id past the quote's latest event (a bookmark from elsewhere, or a made-up one) resumes
     // after the latest: the stream then follows what comes next and ends with `complete`.
     let last = last.clamp(0, opening.latest);
+    metrics::counter!("sse_log_reads_total", "reason" => "open").increment(1);
     let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
     if first.is_empty() && opening.complete {
         // 204 tells EventSource not to reconnect: the stream is over.
@@ -159,6 +160,7 @@ async fn next(mut s: Live) -> Option<(Result<Event, Infallible>, Live)> {
         }
         if s.read {
             s.subscription.mark_seen();
+            metrics::counter!("sse_log_reads_total", "reason" => "catch_up").increment(1);
             match store::events_after(&s.pool, s.quote, s.last, PAGE).await {
                 Ok(more) => {
                     // A full page may have more behind it.
