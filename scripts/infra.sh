@@ -233,6 +233,15 @@ pg_initdb() {
     | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
 }
 
+# pg_stat_statements, for make bench-profile, which turns tracking on for its run and reports
+# the cost of each statement; off, the module costs a hook call and a query id per statement
+# planned. Only when the package has it: a library named here but missing stops Postgres.
+pg_stat_statements_conf() {
+  if [[ -f "$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || echo "${PG_BIN%/bin}/lib")/pg_stat_statements.so" ]]; then
+    printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = 'none'\n"
+  fi
+}
+
 # (Re)write the settings that depend on the environment (port, socket dir).
 pg_write_config() {
   as_pg tee "$PG_DATA/osago.conf" >/dev/null <<EOF
@@ -243,10 +252,7 @@ unix_socket_directories = '$(pg_socket_dir)'
 max_connections = 200
 password_encryption = 'scram-sha-256'
 logging_collector = off
-# Loaded for make bench-profile, which turns tracking on for its run and reports the cost
-# of each statement; off, the module costs nothing but a hook call.
-shared_preload_libraries = 'pg_stat_statements'
-pg_stat_statements.track = 'none'
+$(pg_stat_statements_conf)
 EOF
   as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<EOF
 # Written by scripts/infra.sh. The socket dir is private to the cluster owner

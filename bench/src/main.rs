@@ -77,6 +77,7 @@ fn default_bin(bin: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    statements::Tracking::ensure_off(&admin_url()).await;
     let (quick, doc, results, bin, parts) = match Cli::parse().command {
         Command::Run { quick, doc, results, bin, parts } => (quick, doc, results, bin, parts),
         Command::Profile { qps, seconds, results, bin, label } => {
@@ -761,6 +762,12 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
     })
 }
 
+/// The cluster's superuser URL (`scripts/infra.sh env` exports it).
+fn admin_url() -> String {
+    std::env::var("OSAGO_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into())
+}
+
 fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Result<Env> {
     let pg_url =
         std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
@@ -776,6 +783,7 @@ fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Resu
 async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: String) -> anyhow::Result<()> {
     let env = base_env(&results, bin, &label)?;
     let mut stack = start_stack(&env, "prof").await?;
+    let dbs = [("aggregator database", stack.agg_db.clone()), ("core-app database", stack.core_db.clone())];
     // Outside the block, so that tracking is turned off however the profile ends.
     let mut tracking = None;
     let outcome = async {
@@ -783,9 +791,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         let mut session = Session::new(&mut stack).await?;
         let vins = AtomicU64::new(rand_seed());
         session.warm_up(&vins).await?;
-        let admin_url = std::env::var("OSAGO_PG_ADMIN_URL")
-            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into());
-        tracking = statements::Tracking::start(&admin_url)
+        tracking = statements::Tracking::start(&admin_url())
             .await
             .inspect_err(|why| eprintln!("warning: no per-statement costs: {why}"))
             .ok();
@@ -807,14 +813,22 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
             .phase(&format!("profile {qps} quotes/s"), "profile", 0, qps, Duration::from_secs(seconds), &vins)
             .await?;
         perf.await??;
+        // The harness's own reads of the results are not the stack's statements.
+        if let Some(tracking) = &tracking {
+            tracking.pause().await;
+        }
         let phases = session.finish(&env).await?;
         save(&env.out, "phase.json", &phases)?;
         if let Some(tracking) = &tracking {
-            let dbs = [("aggregator database", "bench_agg_"), ("core-app database", "bench_core_")];
+            let dbs: Vec<(&str, &str)> = dbs.iter().map(|(label, name)| (*label, name.as_str())).collect();
             let sent = phases.iter().map(|p| p.sent).sum();
-            let table = tracking.report(&dbs, sent).await?;
-            std::fs::write(env.out.join("statements.md"), &table)?;
-            println!("{table}");
+            match tracking.report(&dbs, sent).await {
+                Ok(table) => {
+                    std::fs::write(env.out.join("statements.md"), &table)?;
+                    println!("{table}");
+                }
+                Err(e) => eprintln!("warning: no per-statement costs: {e}"),
+            }
         }
         println!("==> folding the profile (perf script | inferno-collapse-perf)");
         let script = std::process::Command::new("perf")

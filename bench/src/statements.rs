@@ -45,36 +45,56 @@ impl Tracking {
         if !preloaded.split(',').any(|l| l.trim() == "pg_stat_statements") {
             return Err("pg_stat_statements is not preloaded; restart Postgres with scripts/infra.sh".into());
         }
+        let tracking = Self { admin };
         for sql in [
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
             "ALTER SYSTEM SET pg_stat_statements.track = 'top'",
             "SELECT pg_reload_conf()",
             "SELECT pg_stat_statements_reset()",
         ] {
-            sqlx::query(sql).execute(&admin).await.map_err(|e| format!("{sql}: {e}"))?;
+            if let Err(e) = sqlx::query(sql).execute(&tracking.admin).await {
+                tracking.stop().await;
+                return Err(format!("{sql}: {e}"));
+            }
         }
-        Ok(Self { admin })
+        Ok(tracking)
     }
 
-    /// A Markdown table per database whose name starts with one of `databases` (label,
-    /// name prefix): calls, executor time and WAL per quote of its costliest statements.
+    /// Turns tracking off if a profile that was killed left it on (`ALTER SYSTEM` outlives
+    /// the run, and `postgresql.auto.conf` overrides `scripts/infra.sh`'s setting).
+    pub async fn ensure_off(admin_url: &str) {
+        if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(admin_url).await {
+            let on: Option<String> = sqlx::query_scalar("SELECT current_setting('pg_stat_statements.track', true)")
+                .fetch_one(&admin)
+                .await
+                .ok()
+                .flatten();
+            if on.is_some_and(|track| track != "none") {
+                eprintln!("==> turning off pg_stat_statements tracking a killed profile left on");
+                Self { admin }.stop().await;
+            }
+        }
+    }
+
+    /// A Markdown table per database of `databases` (label, name): calls, executor time and
+    /// WAL per quote of its costliest statements.
     pub async fn report(&self, databases: &[(&str, &str)], quotes: usize) -> anyhow::Result<String> {
         let per_quote = 1.0 / quotes.max(1) as f64;
         let mut out = format!(
             "Executor time (not CPU: it includes waits, and leaves out parsing, commits and the \
              protocol) per statement, over {quotes} quotes.\n"
         );
-        for (label, prefix) in databases {
+        for (label, name) in databases {
             let rows: Vec<Row> = sqlx::query_as(
                 "WITH s AS (
                      SELECT s.calls, s.total_exec_time AS total_ms, s.rows, s.wal_bytes::float8 AS wal_bytes,
                             regexp_replace(s.query, '\\s+', ' ', 'g') AS query
                      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-                     WHERE d.datname LIKE $1 || '%'
+                     WHERE d.datname = $1
                  )
                  SELECT s.*, sum(total_ms) OVER () AS db_ms FROM s ORDER BY total_ms DESC LIMIT $2",
             )
-            .bind(prefix)
+            .bind(name)
             .bind(TOP)
             .fetch_all(&self.admin)
             .await?;
@@ -101,12 +121,17 @@ impl Tracking {
         Ok(out)
     }
 
-    /// Turns tracking off (also when the profile failed).
-    pub async fn stop(self) {
+    /// Stops counting, keeping what was counted for [`Tracking::report`].
+    pub async fn pause(&self) {
         for sql in ["ALTER SYSTEM RESET pg_stat_statements.track", "SELECT pg_reload_conf()"] {
             if let Err(e) = sqlx::query(sql).execute(&self.admin).await {
                 eprintln!("warning: {sql}: {e}");
             }
         }
+    }
+
+    /// Turns tracking off (also when the profile failed).
+    pub async fn stop(self) {
+        self.pause().await;
     }
 }

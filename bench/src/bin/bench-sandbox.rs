@@ -67,19 +67,6 @@ struct Recorder {
     seen: Mutex<HashSet<(String, String)>>,
 }
 
-impl Recorder {
-    /// The wall-clock time of `at`, anchored at this call: an anchor taken at start drifts
-    /// whenever the two clocks are adjusted apart (2.3 ms a second on a VM just forked, which
-    /// the report read as the poller's latency).
-    fn wall_us(&self, at: Instant) -> i64 {
-        let (now, now_us) = (Instant::now(), now_us());
-        match at.checked_duration_since(now) {
-            Some(d) => now_us + d.as_micros() as i64,
-            None => now_us - now.duration_since(at).as_micros() as i64,
-        }
-    }
-}
-
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -191,14 +178,17 @@ async fn record(State(rec): State<Arc<Recorder>>, req: Request, next: Next) -> R
         }
         Kind::Poll(calc) => {
             let response = next.run(req).await;
-            let now = Instant::now();
-            let served_us = rec.wall_us(now);
+            // One reading of both clocks per poll: the two stamps are exact against each
+            // other, and on the wall clock of now (an anchor taken at start drifted 2.3 ms a
+            // second on a VM just forked, which the report read as the poller's latency).
+            let (now, now_us) = (Instant::now(), now_us());
+            let served_us = now_us;
             let Some(ins) = rec.insurers.get(&insurer) else { return response };
             let Some(calculation) = ins.get(&calc) else { return response };
             let Some(started) = calculation.started else { return response };
             let ready_at = started + calculation.decision.ready_after;
             if ready_at <= now && rec.seen.lock().expect("seen").insert((insurer.clone(), calc.clone())) {
-                let ready_us = rec.wall_us(ready_at);
+                let ready_us = now_us - now.duration_since(ready_at).as_micros() as i64;
                 rec.records.lock().expect("records").ready.push(ReadyRecord { insurer, calc, ready_us, served_us });
             }
             response
