@@ -132,6 +132,7 @@ async fn active(
         if follows && !stopping {
             continue;
         }
+        let idle_since = Instant::now();
         if !delivered.is_empty() && !stopping {
             // The next row is usually milliseconds away: at 40 quotes/s, deletes of their own
             // followed nearly four rounds a quote.
@@ -164,7 +165,8 @@ async fn active(
             _ = &mut *shutdown => return Ok(()),
             // A failed receive (the listener reconnects on the next one) must not spin.
             notified = listener.recv() => if notified.is_err() { tokio::time::sleep(FALLBACK).await },
-            _ = tokio::time::sleep(FALLBACK) => {}
+            // The wait for a delete's company counts: a lost notification costs FALLBACK at most.
+            _ = tokio::time::sleep(FALLBACK.saturating_sub(idle_since.elapsed())) => {}
         }
     }
 }
