@@ -84,18 +84,9 @@ async fn main() -> anyhow::Result<()> {
             return profile(qps, seconds, results, default_bin(bin), label).await;
         }
     };
-    let repo = std::env::current_dir()?;
-    let bin = default_bin(bin);
-    let pg_url =
-        std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
-    let pg_base = pg_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(pg_url.clone());
-    let brokers = std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into());
     let plan = if quick { Plan::quick() } else { Plan::full() };
-    let started = chrono::Utc::now();
-    let out = results.join(format!("{}-{}", started.format("%Y%m%d-%H%M%S"), plan.mode));
-    std::fs::create_dir_all(&out)?;
-    let tools = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_else(|| bin.clone());
-    let env = Env { repo: repo.clone(), bin, tools, pg_base, brokers, out: out.clone() };
+    let env = base_env(&results, default_bin(bin), &plan.mode)?;
+    let (repo, out) = (env.repo.clone(), env.out.clone());
     let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
     let clock = std::time::Instant::now();
     println!("==> bench ({} mode): raw data in {}", plan.mode, out.display());
@@ -298,7 +289,7 @@ struct RawPhase {
 
 impl<'a> Session<'a> {
     async fn new(stack: &'a mut Stack) -> anyhow::Result<Session<'a>> {
-        let url = format!("{}/{}", stack_pg_base(stack), stack.core_db);
+        let url = format!("{}/{}", pg_base(), stack.core_db);
         let (tap, tap_task) = Tap::start(&url).await?;
         Ok(Session { stack, client: load::client(), detections: Detections::default(), tap, tap_task, phases: vec![] })
     }
@@ -451,8 +442,9 @@ async fn drop_test_databases(env: &Env) -> usize {
     dropped
 }
 
-fn stack_pg_base(stack: &Stack) -> String {
-    let _ = stack;
+/// The services' Postgres URL without its database (`scripts/infra.sh env` exports
+/// `OSAGO_PG_URL`).
+fn pg_base() -> String {
     let url = std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
     url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url)
 }
@@ -768,10 +760,10 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into())
 }
 
+/// What every command needs: the binaries, the cluster and broker, and a results folder named
+/// by the time and `name`.
 fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Result<Env> {
-    let pg_url =
-        std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into());
-    let pg_base = pg_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(pg_url.clone());
+    let pg_base = pg_base();
     let brokers = std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into());
     let out = results.join(format!("{}-{name}", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
     std::fs::create_dir_all(&out)?;
@@ -815,7 +807,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         perf.await??;
         // The harness's own reads of the results are not the stack's statements.
         if let Some(tracking) = &tracking {
-            tracking.pause().await;
+            tracking.turn_off().await;
         }
         let phases = session.finish(&env).await?;
         save(&env.out, "phase.json", &phases)?;
@@ -887,7 +879,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
     }
     .await;
     if let Some(tracking) = tracking {
-        tracking.stop().await;
+        tracking.turn_off().await;
     }
     stack.stop().await;
     outcome?;

@@ -11,7 +11,7 @@ use std::fmt::Write;
 /// Statements listed per database.
 const TOP: i64 = 12;
 
-/// Tracking turned on for one phase, until [`Tracking::stop`].
+/// Tracking turned on for one phase, until [`Tracking::turn_off`].
 pub struct Tracking {
     admin: PgPool,
 }
@@ -53,7 +53,7 @@ impl Tracking {
             "SELECT pg_stat_statements_reset()",
         ] {
             if let Err(e) = sqlx::query(sql).execute(&tracking.admin).await {
-                tracking.stop().await;
+                tracking.turn_off().await;
                 return Err(format!("{sql}: {e}"));
             }
         }
@@ -71,7 +71,7 @@ impl Tracking {
                 .flatten();
             if on.is_some_and(|track| track != "none") {
                 eprintln!("==> turning off pg_stat_statements tracking a killed profile left on");
-                Self { admin }.stop().await;
+                Self { admin }.turn_off().await;
             }
         }
     }
@@ -121,17 +121,13 @@ impl Tracking {
         Ok(out)
     }
 
-    /// Stops counting, keeping what was counted for [`Tracking::report`].
-    pub async fn pause(&self) {
+    /// Stops counting, keeping what was counted for [`Tracking::report`]; also how a profile
+    /// that failed or a killed one's leftover is turned off.
+    pub async fn turn_off(&self) {
         for sql in ["ALTER SYSTEM RESET pg_stat_statements.track", "SELECT pg_reload_conf()"] {
             if let Err(e) = sqlx::query(sql).execute(&self.admin).await {
                 eprintln!("warning: {sql}: {e}");
             }
         }
-    }
-
-    /// Turns tracking off (also when the profile failed).
-    pub async fn stop(self) {
-        self.pause().await;
     }
 }
