@@ -10,15 +10,27 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_seconds_of(&format!("/proc/{pid}/stat"))
 }
 
+/// CPU seconds used by the children of `pid` that have exited and been waited for: the
+/// Postgres server's counts its autovacuum workers and closed connections, which no snapshot
+/// of live processes sees.
+pub fn exited_children_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_seconds(&stat, 13)
+}
+
 /// User + system CPU seconds from a `stat` file of a process or a thread.
 fn cpu_seconds_of(path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    stat_seconds(&std::fs::read_to_string(path).ok()?, 11)
+}
+
+/// The sum of the two tick counts at `first` and `first + 1` of the fields after the command
+/// name (utime and stime at 11, fields 14 and 15 of `stat`; cutime and cstime at 13), in seconds.
+fn stat_seconds(stat: &str, first: usize) -> Option<f64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / HZ)
+    let user: f64 = fields.get(first)?.parse().ok()?;
+    let system: f64 = fields.get(first + 1)?.parse().ok()?;
+    Some((user + system) / HZ)
 }
 
 /// CPU seconds used so far by the threads of `pid` whose name starts with `prefix` (e.g. the
@@ -163,6 +175,22 @@ mod tests {
         assert!(spun >= 0.05, "the spinning thread's CPU: {spun} s");
         assert_eq!(thread_cpu_seconds(me, "no-such-thread"), 0.0);
         assert!(cpu_seconds(me).unwrap() >= spun, "the process counts all its threads");
+    }
+
+    #[test]
+    fn own_and_exited_childrens_ticks_are_told_apart() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime …; a command name may hold spaces and parentheses.
+        let stat = "2233 (postgres (x) y) S 1 2233 2233 0 -1 4194304 57592 7640212 1 136 17 354 61666 25698 20 0";
+        assert_eq!(stat_seconds(stat, 11), Some(3.71));
+        assert_eq!(stat_seconds(stat, 13), Some(873.64));
+        assert_eq!(stat_seconds("2233 (postgres) S 1 2", 13), None);
+        let me = std::process::id();
+        let before = exited_children_cpu_seconds(me).unwrap();
+        let spin = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done";
+        std::process::Command::new("sh").args(["-c", spin]).status().unwrap();
+        let after = exited_children_cpu_seconds(me).unwrap();
+        assert!(after - before >= 0.05, "a waited-for child's CPU: {before} → {after} s");
     }
 
     #[test]

@@ -779,7 +779,9 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             &mut md,
             format!(
                 "CPU per completed quote at {} (CPU-milliseconds per quote, from `/proc/<pid>/stat` utime + stime over the phase; \
-            Postgres backends are charged to the database they serve; the Kafka broker and Postgres's shared processes also serve other engineers' tests):",
+            Postgres backends are charged to the database they serve, and the Postgres processes that exited during the phase — \
+            autovacuum workers, closed connections — to *postgres (autovacuum, closed connections)*, from the server's counts of its \
+            finished children; the Kafka broker and Postgres's shared processes also serve other engineers' tests):",
                 cpu_phases[0].label
             ),
         );

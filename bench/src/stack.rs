@@ -39,6 +39,13 @@ pub const CREATE_LATENCY: (&str, &str) = ("20ms", "60ms");
 pub const OFFER_LATENCY: (&str, &str) = ("300ms", "700ms");
 pub const POLLING: (&str, &str, &str) = ("500ms", "1s", "1s");
 
+/// The Postgres server process's command line (`scripts/infra.sh` starts it so).
+const POSTMASTER: &str = "bin/postgres -D";
+/// The CPU group of Postgres processes that exited during a phase: autovacuum workers, and
+/// connections closed (those of other databases too, which the bench does not open while it
+/// measures).
+const EXITED: &str = "postgres (autovacuum, closed connections)";
+
 /// Where things are.
 #[derive(Clone, Debug)]
 pub struct Env {
@@ -222,6 +229,10 @@ impl Stack {
             let cpu: f64 = pids.iter().filter_map(|p| procstat::cpu_seconds(*p)).sum();
             *groups.entry(group).or_default() += cpu;
         }
+        // Autovacuum of our tables is work the load causes; its workers live for seconds.
+        let exited: f64 =
+            procstat::pids_matching(POSTMASTER).iter().filter_map(|p| procstat::exited_children_cpu_seconds(*p)).sum();
+        groups.insert(EXITED.into(), exited);
         let kafka: f64 = procstat::pids_matching("kafka.Kafka").iter().filter_map(|p| procstat::cpu_seconds(*p)).sum();
         groups.insert("kafka broker".into(), kafka);
         groups.insert("load generator".into(), procstat::cpu_seconds(std::process::id()).unwrap_or(0.0));
