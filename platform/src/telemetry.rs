@@ -68,9 +68,9 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
 }
 
 /// The JSON log layer: one line per event, its fields at the top level and the current span's
-/// fields (the quote, the `trace_id`) under `span`. Every span of ours is a root, so the list of
-/// enclosing spans would repeat `span` on every line: a third of the line, and of the CPU spent
-/// writing it.
+/// fields (the quote, the `trace_id`) under `span`. Every span of ours is a root (`request`,
+/// `task`, `event`, `stream`), so the list of enclosing spans would only repeat `span`, a third
+/// of each line; a span nested in another would need it back to show its parent's fields.
 fn json_lines<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
