@@ -22,6 +22,8 @@ struct Row {
     calls: i64,
     total_ms: f64,
     rows: i64,
+    /// Shared buffers the statement touched, found in the cache or read.
+    buffers: i64,
     wal_bytes: f64,
     query: String,
     /// The database's executor time over all its statements.
@@ -76,8 +78,9 @@ impl Tracking {
         }
     }
 
-    /// A Markdown table per database of `databases` (label, name): calls, executor time and
-    /// WAL per quote of its costliest statements.
+    /// A Markdown table per database of `databases` (label, name): calls, executor time, buffers
+    /// and WAL of its costliest statements. Buffers per call depend on the data, not on how busy
+    /// the machine is, so they compare runs that CPU and time cannot.
     pub async fn report(&self, databases: &[(&str, &str)], quotes: usize) -> anyhow::Result<String> {
         let per_quote = 1.0 / quotes.max(1) as f64;
         let mut out = format!(
@@ -88,6 +91,7 @@ impl Tracking {
             let rows: Vec<Row> = sqlx::query_as(
                 "WITH s AS (
                      SELECT s.calls, s.total_exec_time AS total_ms, s.rows, s.wal_bytes::float8 AS wal_bytes,
+                            s.shared_blks_hit + s.shared_blks_read AS buffers,
                             regexp_replace(s.query, '\\s+', ' ', 'g') AS query
                      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
                      WHERE d.datname = $1
@@ -100,19 +104,23 @@ impl Tracking {
             .await?;
             let db_ms = rows.first().map_or(0.0, |r| r.db_ms);
             writeln!(out, "\n### {label}: {:.2} executor-ms per quote\n", db_ms * per_quote)?;
-            writeln!(out, "| calls/quote | µs/call | ms/quote | share | rows/call | WAL B/quote | statement |")?;
-            writeln!(out, "|---:|---:|---:|---:|---:|---:|---|")?;
+            writeln!(
+                out,
+                "| calls/quote | µs/call | ms/quote | share | rows/call | buffers/call | WAL B/quote | statement |"
+            )?;
+            writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|")?;
             for r in rows {
                 let calls = r.calls.max(1) as f64;
                 let query: String = r.query.chars().take(140).collect();
                 writeln!(
                     out,
-                    "| {:.2} | {:.0} | {:.3} | {:.1} % | {:.1} | {:.0} | `{}` |",
+                    "| {:.2} | {:.0} | {:.3} | {:.1} % | {:.1} | {:.0} | {:.0} | `{}` |",
                     r.calls as f64 * per_quote,
                     r.total_ms * 1000.0 / calls,
                     r.total_ms * per_quote,
                     100.0 * r.total_ms / db_ms.max(f64::EPSILON),
                     r.rows as f64 / calls,
+                    r.buffers as f64 / calls,
                     r.wal_bytes * per_quote,
                     query.replace('|', "\\|").replace('`', "'"),
                 )?;
