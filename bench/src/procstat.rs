@@ -10,9 +10,9 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_seconds_of(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU seconds used by the children of `pid` that have exited and been waited for: the
-/// Postgres server's counts its autovacuum workers and closed connections, which no snapshot
-/// of live processes sees.
+/// CPU seconds used by the children of `pid` that have exited and been waited for. For the
+/// Postgres server these are its finished autovacuum workers and closed connections, which no
+/// snapshot of live processes sees.
 pub fn exited_children_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat_seconds(&stat, 13)
