@@ -196,7 +196,7 @@ pub async fn run_with_api(
             tick = Instant::now() + fallback_tick;
             let mut permits = slots.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)).ok();
             let taken = permits.as_ref().map_or(0, |p| p.num_permits());
-            match store::claim(&pool, &insurer, &replica_id, lease, taken).await {
+            match store::claim(&pool, &insurer, &replica_id, lease, taken, fallback_tick).await {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due);
                     // A look that could take nothing (its slots went to a waiting step) says
