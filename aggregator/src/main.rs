@@ -83,10 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init(service);
     let mut options: PgConnectOptions = cli.database_url.parse()?;
     if matches!(cli.command, Command::Poller { .. }) {
-        // A claim, progress, a heartbeat or an outcome lost with a crashed Postgres is redone:
-        // the task is still pending and is polled again. So those commits need not wait for the
-        // WAL flush; the relay flushes an outcome's event before it leaves for Kafka.
-        options = options.options([("synchronous_commit", "off")]);
+        options = poller::session_options(options);
     }
     let pool =
         platform::db::pool_options(16).acquire_timeout(std::time::Duration::from_secs(3)).connect_with(options).await?;

@@ -46,7 +46,7 @@ use platform::trace::TraceParent;
 use schedule::Schedule;
 use serde::Deserialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +76,20 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 const CLAIM_GAP: Duration = Duration::from_millis(40);
 /// Tries of a write-back before the step gives up and lets the lease run out.
 const WRITE_TRIES: u32 = 3;
+
+/// The session settings of a poller's database connections.
+///
+/// - `synchronous_commit = off`: a claim, progress, a heartbeat or an outcome lost with a
+///   crashed Postgres is redone (the task is still pending and is polled again), so those
+///   commits need not wait for the WAL flush; the relay flushes an outcome's event before it
+///   leaves for Kafka.
+/// - `enable_seqscan = off`: every statement of a poller finds its rows by key or through
+///   `tasks_due`. A prepared statement keeps the generic plan it settled on until the next
+///   ANALYZE, and on a new database a plan made while `tasks` was a few pages read it whole —
+///   cheapest then, and kept while the table grew, until autovacuum first analysed it.
+pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("synchronous_commit", "off"), ("enable_seqscan", "off")])
+}
 
 /// Everything a poller needs.
 #[derive(Debug, Clone)]

@@ -402,4 +402,44 @@ mod tests {
         // Through `tasks_due`, each write would read the leaf pages of all 5 000 entries.
         assert!(reads < 5, "a renewal and a finish read {reads} pages of tasks_due");
     }
+    #[tokio::test]
+    async fn a_pollers_claim_finds_its_tasks_by_index_on_a_new_database() {
+        let (pool, url) = testkit::fresh_database("new_db").await;
+        MIGRATOR.run(&pool).await.unwrap();
+        // A new database: 430 tasks of six insurers (a few pages), never analysed.
+        sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+        sqlx::query(
+            "WITH a AS (
+                 INSERT INTO applications (id, partner, request_hash, request, deadline)
+                 SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, 430) RETURNING id
+             )
+             INSERT INTO tasks (application_id, insurer, deadline, next_poll_at)
+             SELECT id, (ARRAY['alfa', 'vsk', 'reso', 'rgs', 'ingos', 'sogaz'])[1 + row_number() OVER () % 6],
+                    now() + interval '1 hour', now() - interval '1 second'
+             FROM a",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let poller = PgPool::connect_with(crate::poller::session_options(options)).await.unwrap();
+        let mut sequential = Vec::new();
+        for db in [&pool, &poller] {
+            let mut tx = db.begin().await.unwrap();
+            // The plan a prepared statement settles on after its fifth run, from the first.
+            sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
+            let scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'tasks'";
+            let before: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
+            let claim =
+                claim(&mut *tx, "alfa", "me", Duration::from_secs(10), 8, Duration::from_secs(1)).await.unwrap();
+            assert_eq!(claim.tasks.len(), 8);
+            let after: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
+            tx.rollback().await.unwrap();
+            sequential.push(after - before);
+        }
+        // Without the poller's session settings the plan reads the table whole (the test's
+        // premise); with them, by index — as it must once the table is large.
+        assert!(sequential[0] > 0, "the plain session's claim scanned tasks {} times", sequential[0]);
+        assert_eq!(sequential[1], 0, "the poller's claim scanned tasks {} times", sequential[1]);
+    }
 }
