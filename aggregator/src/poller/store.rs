@@ -313,31 +313,38 @@ mod tests {
         id
     }
 
-    #[tokio::test]
-    async fn a_claim_looks_for_the_next_due_task_only_as_far_as_its_horizon() {
-        let (pool, _) = testkit::fresh_database("claim").await;
+    /// A new database with `count` pending tasks of `insurers` (in turn), the first due
+    /// `due_in_secs` from now and each next a millisecond later, never analysed or vacuumed.
+    async fn database_with_tasks(prefix: &str, count: i64, insurers: &[&str], due_in_secs: f64) -> (PgPool, String) {
+        let (pool, url) = testkit::fresh_database(prefix).await;
         MIGRATOR.run(&pool).await.unwrap();
-        // What a busy insurer leaves in `tasks_due` until vacuum: a claimed task's entry sits at
-        // its lease's end, and once the task is finished the entry is dead. 20 000 of them, 30 to
-        // 50 s ahead, made the same way (leased, then finished: no HOT update) and kept.
         sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
         sqlx::query(
             "WITH a AS (
                  INSERT INTO applications (id, partner, request_hash, request, deadline)
-                 SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, 20000) RETURNING id
-             ), ahead AS (
-                 SELECT id, now() + interval '30 seconds' + row_number() OVER () * interval '1 millisecond' AS at FROM a
-             )
-             INSERT INTO tasks (application_id, insurer, deadline, next_poll_at, lease_owner, lease_until)
-             SELECT id, 'alfa', now() + interval '1 hour', at, 'gone', at FROM ahead",
+                 SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, $1) RETURNING id
+             ), numbered AS (SELECT id, row_number() OVER () AS n FROM a)
+             INSERT INTO tasks (application_id, insurer, deadline, next_poll_at)
+             SELECT id, ($2::text[])[1 + n % cardinality($2::text[])], now() + interval '1 hour',
+                    now() + make_interval(secs => $3) + n * interval '1 millisecond'
+             FROM numbered",
         )
+        .bind(count)
+        .bind(insurers)
+        .bind(due_in_secs)
         .execute(&pool)
         .await
         .unwrap();
-        sqlx::query("UPDATE tasks SET status = 'offer', lease_owner = NULL, lease_until = NULL")
-            .execute(&pool)
-            .await
-            .unwrap();
+        (pool, url)
+    }
+
+    #[tokio::test]
+    async fn a_claim_looks_for_the_next_due_task_only_as_far_as_its_horizon() {
+        // What a busy insurer leaves in `tasks_due` until vacuum: a claimed task's entry sits at
+        // its lease's end, and once the task is finished the entry is dead. 20 000 of them, 30 to
+        // 50 s ahead, made the same way (pending, then finished: no HOT update) and kept.
+        let (pool, _) = database_with_tasks("claim", 20_000, &["alfa"], 30.0).await;
+        sqlx::query("UPDATE tasks SET status = 'offer'").execute(&pool).await.unwrap();
         let due = pending(&pool, "alfa", -1.0).await;
         let soon = pending(&pool, "alfa", 0.5).await;
         let later = pending(&pool, "alfa", 55.0).await;
@@ -364,22 +371,8 @@ mod tests {
     }
     #[tokio::test]
     async fn a_held_tasks_writes_find_it_by_its_key_before_any_analyze() {
-        let (pool, _) = testkit::fresh_database("writes").await;
-        MIGRATOR.run(&pool).await.unwrap();
         // A new database (no statistics yet; kept so) whose insurer has 5 000 tasks pending.
-        sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
-        sqlx::query(
-            "WITH a AS (
-                 INSERT INTO applications (id, partner, request_hash, request, deadline)
-                 SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, 5000) RETURNING id
-             )
-             INSERT INTO tasks (application_id, insurer, deadline, next_poll_at)
-             SELECT id, 'alfa', now() + interval '1 hour', now() + interval '1 minute' + row_number() OVER () * interval '1 ms'
-             FROM a",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        let (pool, _) = database_with_tasks("writes", 5_000, &["alfa"], 60.0).await;
         let kept = pending(&pool, "alfa", -1.0).await;
         let finished = pending(&pool, "alfa", -1.0).await;
         let lease = Duration::from_secs(10);
@@ -404,23 +397,9 @@ mod tests {
     }
     #[tokio::test]
     async fn a_pollers_claim_finds_its_tasks_by_index_on_a_new_database() {
-        let (pool, url) = testkit::fresh_database("new_db").await;
-        MIGRATOR.run(&pool).await.unwrap();
-        // A new database: 430 tasks of six insurers (a few pages), never analysed.
-        sqlx::query("ALTER TABLE tasks SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
-        sqlx::query(
-            "WITH a AS (
-                 INSERT INTO applications (id, partner, request_hash, request, deadline)
-                 SELECT gen_random_uuid(), 'test', '\\x00', '{}', now() FROM generate_series(1, 430) RETURNING id
-             )
-             INSERT INTO tasks (application_id, insurer, deadline, next_poll_at)
-             SELECT id, (ARRAY['alfa', 'vsk', 'reso', 'rgs', 'ingos', 'sogaz'])[1 + row_number() OVER () % 6],
-                    now() + interval '1 hour', now() - interval '1 second'
-             FROM a",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        // A new database: 430 tasks of six insurers (a few pages), due, never analysed.
+        let insurers = ["alfa", "vsk", "reso", "rgs", "ingos", "sogaz"];
+        let (pool, url) = database_with_tasks("new_db", 430, &insurers, -1.0).await;
         let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
         let poller = PgPool::connect_with(crate::poller::session_options(options)).await.unwrap();
         let mut sequential = Vec::new();
