@@ -13,13 +13,6 @@ use sqlx::types::Json;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The status a held task's writes require, bound rather than written into the statements:
-/// with the literal, the planner may find a write's row through the partial `tasks_due` index
-/// (the insurer only, then a filter) instead of the key. Its generic plan did so until the first
-/// ANALYZE of a new database, where the two cost the same, and each write walked every pending
-/// entry of its insurer (60–85 buffers a call against 7–18).
-const PENDING: &str = "pending";
-
 /// A task this replica holds a lease on.
 #[derive(Debug)]
 pub struct ClaimedTask {
@@ -191,7 +184,7 @@ pub async fn reschedule(
     .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
     .bind(wait.as_secs_f64())
     .bind(keep.map(|lease| lease.as_secs_f64()))
-    .bind(PENDING)
+    .bind(pending_status())
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -239,7 +232,7 @@ pub async fn finish(
     .bind(application_id.to_string())
     .bind(Json(&event))
     .bind(trace.to_string())
-    .bind(PENDING)
+    .bind(pending_status())
     .fetch_optional(db)
     .await?;
     let Some(version) = version else { return Ok(None) };
@@ -262,7 +255,16 @@ pub async fn release_all(pool: &PgPool, insurer: &str, me: &str) -> sqlx::Result
     Ok(done.rows_affected())
 }
 
-/// The `task_status` of a final outcome.
+/// The status a held task's writes require, bound rather than written into the statements:
+/// with the literal, the planner may find a write's row through the partial `tasks_due` index
+/// (the insurer only, then a filter) instead of the key. Its generic plan did so until the first
+/// ANALYZE of a new database, where the two cost the same, and each write walked every pending
+/// entry of its insurer (60–85 buffers a call against 7–18).
+fn pending_status() -> &'static str {
+    status_of(&InsurerOutcome::Pending)
+}
+
+/// The `task_status` of an outcome.
 fn status_of(outcome: &InsurerOutcome) -> &'static str {
     match outcome {
         InsurerOutcome::Pending => "pending",
@@ -369,6 +371,7 @@ mod tests {
         assert!(next > Duration::from_secs(50) && next <= Duration::from_secs(55), "next due in {next:?} ({later})");
         assert!(reads > 50, "walking the dead entries read only {reads} pages of tasks_due");
     }
+
     #[tokio::test]
     async fn a_held_tasks_writes_find_it_by_its_key_before_any_analyze() {
         // A new database (no statistics yet; kept so) whose insurer has 5 000 tasks pending.
@@ -395,6 +398,7 @@ mod tests {
         // Through `tasks_due`, each write would read the leaf pages of all 5 000 entries.
         assert!(reads < 5, "a renewal and a finish read {reads} pages of tasks_due");
     }
+
     #[tokio::test]
     async fn a_pollers_claim_finds_its_tasks_by_index_on_a_new_database() {
         // A new database: 430 tasks of six insurers (a few pages), due, never analysed.
