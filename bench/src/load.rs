@@ -45,6 +45,8 @@ pub struct OpenLoop {
     pub shed: usize,
     /// Arrivals the generator started more than 20 ms after their instant (it was the bottleneck).
     pub late: usize,
+    /// Whether the pacer thread ran at the highest priority of a normal thread ([`open_loop`]).
+    pub pacer_raised: bool,
 }
 
 /// A request body per VIN: the web page's sample driver, a different car each time.
@@ -83,8 +85,9 @@ pub fn client() -> reqwest::Client {
 /// runtime and HTTP client: on the caller's runtime, a timer waits behind every task ready to
 /// run, so with the streams of a busy step to read, arrivals went out late because the
 /// generator was busy, not because the machine was. Only the streams are read on `client`'s
-/// runtime (they start with a replay, so a late hand-over loses no event). A start counted
-/// late here means this light thread did not get the CPU in time.
+/// runtime (they start with a replay, so a late hand-over loses no event). The thread asks for
+/// the highest priority of a normal thread, so that a start counted late here means even it
+/// did not get the CPU in time.
 pub async fn open_loop(
     client: &reqwest::Client,
     base: &str,
@@ -105,8 +108,14 @@ pub async fn open_loop(
     std::thread::Builder::new()
         .name("bench-pacer".into())
         .spawn(move || {
+            // The arrivals stand for drivers elsewhere, whose clocks a busy stack does not hold
+            // back. At the default priority this thread waited behind the stack's threads on a
+            // saturated machine, then let the arrivals it owed out at once: the ramp failed steps
+            // on late starts (1 % of them 20 ms late) and fed the stack bursts no open loop makes.
+            let raised = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Max).is_ok();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("pacer runtime");
-            let out = runtime.block_on(pace(streams, rate, total, max_in_flight, first_vin, progress));
+            let mut out = runtime.block_on(pace(streams, rate, total, max_in_flight, first_vin, progress));
+            out.pacer_raised = raised;
             let _ = done.send(out);
         })
         .expect("pacer thread");
@@ -361,52 +370,4 @@ pub async fn closed_loop(
     out.throughput = out.ok as f64 / out.seconds;
     out.latency_ms = crate::stats::Summary::of(&out.latencies);
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::Router;
-    use axum::routing::{get, post};
-
-    /// A stand-in for core-app: every quote is created, and its stream ends at once with `complete`.
-    async fn platform() -> String {
-        let app = Router::new()
-            .route(
-                "/api/v1/quotes",
-                post(|| async { (axum::http::StatusCode::CREATED, axum::Json(json!({ "id": Uuid::new_v4() }))) }),
-            )
-            .route(
-                "/api/v1/quotes/{id}/events",
-                get(|| async { ([("content-type", "text/event-stream")], "id: 1\nevent: complete\ndata: {}\n\n") }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn arrivals_stay_on_time_while_the_callers_runtime_is_busy() {
-        let base = platform().await;
-        // The caller's only worker is taken for 60 ms at a time, as a busy step's stream
-        // reading takes it; no CPU is used, so only the runtime is busy, not the machine.
-        let busy = tokio::spawn(async {
-            for _ in 0..20 {
-                std::thread::sleep(Duration::from_millis(60));
-                tokio::task::yield_now().await;
-            }
-        });
-        let vins = AtomicU64::new(0);
-        let out =
-            open_loop(&client(), &base, 100.0, Duration::from_millis(800), 1_000, &vins, &ProgressBar::hidden()).await;
-        busy.await.expect("busy task");
-        // Paced on the caller's runtime, about two arrivals in three would be over 20 ms late
-        // here; a few may be on a machine whose CPU is shared (the test runs among others).
-        assert!(out.late <= 4, "{} of 80 arrivals more than 20 ms late", out.late);
-        assert_eq!(out.shed, 0);
-        assert_eq!(out.runs.len(), 80);
-        assert!(out.runs.iter().all(|r| r.complete && r.error.is_none()), "every quote followed to complete");
-        assert_eq!(vins.load(Ordering::Relaxed), 80, "one VIN per arrival");
-    }
 }
