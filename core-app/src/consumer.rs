@@ -105,9 +105,9 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
 }
 
 /// Applies one round of messages in order within a quote (the message key), as the log has
-/// them, in one database call per part of the round ([`parts`]): under load, each round trip
-/// waited for the CPU, and a slow round left a larger one behind it. Should a call fail, its
-/// part is applied again event by event (applying is idempotent), concurrently across quotes.
+/// them, in one database call: under load, each round trip waited for the CPU, and a slow
+/// round left a larger one behind it. Should that call fail, the round is applied again event
+/// by event (applying is idempotent), concurrently across quotes.
 async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     let mut quotes: Vec<Vec<Traced>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
@@ -134,42 +134,6 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
             }
         }
     }
-    let sizes: Vec<usize> = quotes.iter().map(Vec::len).collect();
-    join_all(parts(&sizes).into_iter().map(|part| apply_part(pool, &quotes[part]))).await;
-}
-
-/// A round of at least twice this many events is applied in parts of about this size.
-const PART: usize = 32;
-/// Parts of one round applied at once, each on a connection of its own.
-const PARTS: usize = 4;
-
-/// Splits a round's quotes (`sizes`: events per quote, in round order) into consecutive
-/// ranges, each applied by a database call of its own, all at once; a quote's events stay in
-/// one part, in order. A backlog arrives as rounds of 128 events, and one call applying them
-/// runs on one backend, which a saturated machine gives its share of a core and no more (a round
-/// took 190–300 ms at 110 quotes/s, and the backlog grew); parts run on as many backends. Small
-/// rounds stay whole: per event, a call of 16 or more events costs a fifth of a call of one.
-fn parts(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
-    let total: usize = sizes.iter().sum();
-    let count = (total / PART).clamp(1, PARTS);
-    let target = total.div_ceil(count);
-    let mut ranges = Vec::with_capacity(count);
-    let (mut start, mut events) = (0, 0);
-    for (i, size) in sizes.iter().enumerate() {
-        events += size;
-        if events >= target && ranges.len() + 1 < count {
-            ranges.push(start..i + 1);
-            (start, events) = (i + 1, 0);
-        }
-    }
-    if start < sizes.len() {
-        ranges.push(start..sizes.len());
-    }
-    ranges
-}
-
-/// Applies the events of `quotes` in one database call, or one by one should it fail.
-async fn apply_part(pool: &PgPool, quotes: &[Vec<Traced>]) {
     let events: Vec<&Traced> = quotes.iter().flatten().collect();
     if events.len() > 1 {
         match store::apply_all(pool, &events.iter().map(|traced| &traced.event).collect::<Vec<_>>()).await {
@@ -231,28 +195,5 @@ async fn apply_until_stored(pool: &PgPool, event: &QuoteEvent) -> Applied {
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_small_round_is_applied_whole() {
-        assert_eq!(parts(&[1, 2, 1]), vec![0..3]);
-        assert_eq!(parts(&[1; 63]), vec![0..63]);
-        assert_eq!(parts(&[]), Vec::<std::ops::Range<usize>>::new());
-    }
-
-    #[test]
-    fn a_full_round_is_split_into_even_parts_of_whole_quotes() {
-        assert_eq!(parts(&[2; 64]), vec![0..16, 16..32, 32..48, 48..64]);
-        assert_eq!(parts(&[1; 96]), vec![0..32, 32..64, 64..96]);
-        // A quote with many events is never split, and the parts still cover every quote.
-        let sizes = [1, 70, 1, 1, 20, 2, 3, 30];
-        let ranges = parts(&sizes);
-        assert_eq!(ranges, vec![0..2, 2..8]);
-        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
     }
 }
