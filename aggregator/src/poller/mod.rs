@@ -40,8 +40,9 @@ use crate::clients::{self, Breaker, BreakerState, CallContext, CallError, Insure
 use crate::registry::{self, HEARTBEAT_EVERY, TASKS_CHANNEL};
 use anyhow::Context;
 use crds::InsurerIntegration;
-use domain::events::InsurerOutcome;
+use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::request::QuoteRequest;
+use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use schedule::Schedule;
 use serde::Deserialize;
@@ -160,6 +161,7 @@ pub async fn run_with_api(
         schedule: Schedule::from_spec(spec),
         slots: slots.clone(),
         stop,
+        finishes: finish_writer(pool.clone(), insurer.clone(), replica_id.clone()),
     });
 
     let wake = Arc::new(Notify::new());
@@ -413,6 +415,23 @@ struct Step {
     slots: Arc<Semaphore>,
     /// Turns true at shutdown.
     stop: watch::Receiver<bool>,
+    /// Outcomes are written through here: those ending together share a statement.
+    finishes: GroupCommit<store::Finish, Option<QuoteEvent>>,
+}
+
+/// Starts the group commit of a poller's outcomes ([`store::finish_all`]). One batch at a
+/// time: the outcomes that come while one is written go together in the next.
+fn finish_writer(pool: PgPool, insurer: String, me: String) -> GroupCommit<store::Finish, Option<QuoteEvent>> {
+    let limits =
+        Limits { in_flight: 1, ..Limits::named("insurer_finish_batch_size", "insurer_finish_overloaded_total") };
+    GroupCommit::start(limits, move |finishes: Vec<store::Finish>| {
+        let (pool, insurer, me) = (pool.clone(), insurer.clone(), me.clone());
+        async move {
+            let events =
+                store::finish_all(&pool, &insurer, &me, &finishes).await.map_err(platform::Problem::database)?;
+            Ok(events.into_iter().map(Ok).collect())
+        }
+    })
 }
 
 impl Step {
@@ -583,7 +602,7 @@ impl Step {
         keep: Option<Duration>,
         age: Duration,
         trace: &TraceParent,
-    ) -> sqlx::Result<bool> {
+    ) -> anyhow::Result<bool> {
         let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
         match transition {
             Transition::Reschedule { insurer_ref, attempts, wait, .. } => {
@@ -595,9 +614,8 @@ impl Step {
                 Ok(written)
             }
             Transition::Finish { insurer_ref, attempts, outcome } => {
-                let finished =
-                    store::finish(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, outcome.clone(), trace)
-                        .await?;
+                let finish = store::Finish::new(insurer, id, insurer_ref.as_deref(), *attempts, outcome.clone(), trace);
+                let finished = self.finishes.write(finish).await.map_err(|problem| anyhow::anyhow!(problem.detail))?;
                 let Some(event) = finished else {
                     warn!("lease lost to another replica; outcome dropped");
                     return Ok(false);

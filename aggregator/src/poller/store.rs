@@ -190,54 +190,98 @@ pub async fn reschedule(
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends the task with `outcome` and appends its event, atomically: status, `version + 1`,
-/// lease released, outbox row with that version — one statement, so one round trip. Returns
-/// the event, or `None` when the lease was lost (nothing is written then).
-// The row's key (insurer, me, id), its new state (reference, attempts, outcome) and the trace.
-#[allow(clippy::too_many_arguments)]
-pub async fn finish(
+/// A task to end with an outcome: what [`finish_all`] writes for it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub application_id: Uuid,
+    pub insurer_ref: Option<String>,
+    pub attempts: u32,
+    /// The event to append; its version is the row's, set by the statement.
+    pub event: QuoteEvent,
+    pub trace: TraceParent,
+}
+
+impl Finish {
+    /// The task `application_id` of `insurer` ending with `outcome`, which occurred now.
+    pub fn new(
+        insurer: &str,
+        application_id: Uuid,
+        insurer_ref: Option<&str>,
+        attempts: u32,
+        outcome: InsurerOutcome,
+        trace: &TraceParent,
+    ) -> Self {
+        Finish {
+            application_id,
+            insurer_ref: insurer_ref.map(str::to_string),
+            attempts,
+            event: QuoteEvent::new(application_id, insurer, 0, outcome, Utc::now()),
+            trace: *trace,
+        }
+    }
+}
+
+/// Ends each task with its outcome and appends its event, atomically: status, `version + 1`,
+/// lease released, outbox row with that version — one statement for them all, so one round
+/// trip and one commit. Answers for each, in order: its event, or `None` when the lease was
+/// lost (nothing is written for it then).
+///
+/// A poller's tasks finish in bursts (the tasks of one claim are created together and polled
+/// together): at 90–110 quotes/s, 25–47 % of an insurer's outcomes came within 0.2 ms of the
+/// one before, each a statement and a commit of its own until they were written together.
+pub async fn finish_all(
     db: impl sqlx::PgExecutor<'_>,
     insurer: &str,
     me: &str,
-    application_id: Uuid,
-    insurer_ref: Option<&str>,
-    attempts: u32,
-    outcome: InsurerOutcome,
-    trace: &TraceParent,
-) -> sqlx::Result<Option<QuoteEvent>> {
+    finishes: &[Finish],
+) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
     // The version is the row's, known only inside the statement: the payload gets it there.
     // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
     // flushes what it read before publishing it (`relay`), so Kafka never has an outcome a
     // crashed Postgres could lose; an outcome lost before that is polled again.
-    let mut event = QuoteEvent::new(application_id, insurer, 0, outcome, Utc::now());
-    let version: Option<i32> = sqlx::query_scalar(
-        "WITH finished AS (
-             UPDATE tasks SET status = $4::task_status, version = version + 1, insurer_ref = COALESCE($5, insurer_ref),
-                 attempts = $6, lease_owner = NULL, lease_until = NULL, updated_at = now()
-             WHERE application_id = $1 AND insurer = $2 AND lease_owner = $3 AND status = $11::task_status
-             RETURNING version
+    let payloads = finishes.iter().map(|f| serde_json::to_string(&f.event)).collect::<Result<Vec<_>, _>>();
+    let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::text[])
+                 AS i(application_id, status, insurer_ref, attempts, event_id, payload, traceparent)
+         ), finished AS (
+             UPDATE tasks t SET status = i.status::task_status, version = t.version + 1,
+                 insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
+                 lease_owner = NULL, lease_until = NULL, updated_at = now()
+             FROM input i
+             WHERE t.application_id = i.application_id AND t.insurer = $2 AND t.lease_owner = $3
+               AND t.status = $10::task_status
+             RETURNING t.application_id, t.version, i.event_id, i.payload, i.traceparent
          ), appended AS (
              INSERT INTO outbox (event_id, message_key, payload, traceparent)
-             SELECT $7, $8, jsonb_set($9::jsonb, '{version}', to_jsonb(version)), $10 FROM finished
+             SELECT event_id, application_id::text, jsonb_set(payload::jsonb, '{version}', to_jsonb(version)), traceparent
+             FROM finished
          )
-         SELECT version FROM finished",
+         SELECT application_id, version FROM finished",
     )
-    .bind(application_id)
+    .bind(finishes.iter().map(|f| f.application_id).collect::<Vec<_>>())
     .bind(insurer)
     .bind(me)
-    .bind(status_of(&event.outcome))
-    .bind(insurer_ref)
-    .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-    .bind(event.event_id)
-    .bind(application_id.to_string())
-    .bind(Json(&event))
-    .bind(trace.to_string())
+    .bind(finishes.iter().map(|f| status_of(&f.event.outcome)).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.insurer_ref.as_deref()).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| i32::try_from(f.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.event.event_id).collect::<Vec<_>>())
+    .bind(&payloads)
+    .bind(finishes.iter().map(|f| f.trace.to_string()).collect::<Vec<_>>())
     .bind(pending_status())
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    let Some(version) = version else { return Ok(None) };
-    event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Some(event))
+    let versions: std::collections::HashMap<Uuid, i32> = rows.into_iter().collect();
+    finishes
+        .iter()
+        .map(|f| {
+            let Some(&version) = versions.get(&f.application_id) else { return Ok(None) };
+            let mut event = f.event.clone();
+            event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok(Some(event))
+        })
+        .collect()
 }
 
 /// Releases every lease this replica holds on `insurer`'s pending tasks (shutdown). A
@@ -373,6 +417,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn outcomes_ending_together_are_written_in_one_statement_each_with_its_event() {
+        let (pool, _) = testkit::fresh_database("finish_all").await;
+        MIGRATOR.run(&pool).await.unwrap();
+        let (declined, failed, lost) = (
+            pending(&pool, "alfa", -1.0).await,
+            pending(&pool, "alfa", -1.0).await,
+            pending(&pool, "alfa", -1.0).await,
+        );
+        let claimed = claim(&pool, "alfa", "me", Duration::from_secs(10), 8, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(claimed.tasks.len(), 3);
+        // Another replica took `lost` over: its outcome must not be written.
+        sqlx::query("UPDATE tasks SET lease_owner = 'other' WHERE application_id = $1")
+            .bind(lost)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let trace = TraceParent::root();
+        let ending = |id, reason: &str| {
+            let outcome = InsurerOutcome::Declined { reason: reason.into() };
+            Finish::new("alfa", id, Some("ref"), 2, outcome, &trace)
+        };
+        let failure = Finish::new("alfa", failed, None, 4, InsurerOutcome::Failed { reason: "E: down".into() }, &trace);
+        let finishes = [ending(declined, "taxi"), ending(lost, "late"), failure];
+        let events = finish_all(&pool, "alfa", "me", &finishes).await.unwrap();
+
+        let versions: Vec<Option<u32>> = events.iter().map(|e| e.as_ref().map(|e| e.version)).collect();
+        assert_eq!(versions, [Some(1), None, Some(1)]);
+        let tasks: Vec<(Uuid, String, i32, Option<String>)> = sqlx::query_as(
+            "SELECT application_id, status::text, attempts, insurer_ref FROM tasks ORDER BY application_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for (id, status, attempts, reference) in tasks {
+            let expected = match id {
+                id if id == declined => ("declined", 2, Some("ref")),
+                id if id == failed => ("failed", 4, None),
+                _ => ("pending", 0, None),
+            };
+            assert_eq!((status.as_str(), attempts, reference.as_deref()), expected, "task {id}");
+        }
+        // One outbox row per outcome written, keyed by its quote, carrying the row's version.
+        let outbox: Vec<(Uuid, String, Json<QuoteEvent>)> =
+            sqlx::query_as("SELECT event_id, message_key, payload FROM outbox ORDER BY message_key")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut written: Vec<(Uuid, String, u32)> = outbox.into_iter().map(|(e, k, p)| (e, k, p.0.version)).collect();
+        written.sort();
+        let mut wanted: Vec<(Uuid, String, u32)> =
+            events.iter().flatten().map(|e| (e.event_id, e.quote_id.to_string(), 1)).collect();
+        wanted.sort();
+        assert_eq!(written, wanted);
+
+        // Written once: the same outcomes again find no task pending.
+        let again = finish_all(&pool, "alfa", "me", &finishes).await.unwrap();
+        assert!(again.iter().all(Option::is_none), "{again:?}");
+    }
+
+    #[tokio::test]
     async fn a_held_tasks_writes_find_it_by_its_key_before_any_analyze() {
         // A new database (no statistics yet; kept so) whose insurer has 5 000 tasks pending.
         let (pool, _) = database_with_tasks("writes", 5_000, &["alfa"], 60.0).await;
@@ -389,8 +493,8 @@ mod tests {
         let renewed =
             reschedule(&mut *tx, "alfa", "me", kept, Some("ref-1"), 1, Duration::ZERO, Some(lease)).await.unwrap();
         let outcome = InsurerOutcome::Declined { reason: "test".into() };
-        let event =
-            finish(&mut *tx, "alfa", "me", finished, Some("ref-2"), 2, outcome, &TraceParent::root()).await.unwrap();
+        let finish = Finish::new("alfa", finished, Some("ref-2"), 2, outcome, &TraceParent::root());
+        let event = finish_all(&mut *tx, "alfa", "me", &[finish]).await.unwrap().remove(0);
         let reads = due_index_reads(&mut tx).await - before;
         tx.rollback().await.unwrap();
         assert!(renewed, "the lease renewal found its task");
