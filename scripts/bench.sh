@@ -12,9 +12,16 @@
 #   scripts/bench.sh profile [--qps 120 --seconds 40 --label before]
 #                              a steady load under `perf record`, flamegraphs per process
 #                              (installs linux-perf and inferno first)
+#   scripts/bench.sh report bench/results/<run>
+#                              docs/benchmarks.md again from an earlier run's raw data
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osago/target}"
+
+if [[ ${1:-} == report ]]; then
+  cargo build --release --locked -q -p bench
+  exec "$CARGO_TARGET_DIR/release/bench" "$@"
+fi
 
 eval "$(scripts/infra.sh env)"
 if ! scripts/infra.sh up >/dev/null 2>&1; then

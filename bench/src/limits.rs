@@ -5,13 +5,13 @@
 use crate::stack::Env;
 use crate::stats::Summary;
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use sqlx::postgres::PgListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Limits {
     /// pgbench built-in simple-update (`-N`), 8 clients: transactions per second.
     pub pgbench_simple_update_tps: f64,

@@ -6,7 +6,7 @@
 use crate::now_us;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// One SSE event as the client received it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Received {
     pub seq: i64,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct Received {
 }
 
 /// One quote's life as the client saw it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QuoteRun {
     pub vin: String,
     pub quote: Option<Uuid>,
@@ -300,7 +300,7 @@ fn parse_block(block: &str, recv_us: i64) -> Option<Received> {
 }
 
 /// A closed-loop capacity run: `concurrency` workers POST back to back for `duration`.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Capacity {
     pub ok: usize,
     pub errors: usize,

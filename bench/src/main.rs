@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, default_value = "profile")]
         label: String,
     },
+    /// Writes the report again from a run's raw data (its `results.json`), e.g. after
+    /// bench/FINDINGS.md changed or the report was overwritten by a quick run.
+    Report {
+        /// The run's folder, e.g. bench/results/20261203-081621-full.
+        run: PathBuf,
+        /// The report to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+    },
 }
 
 fn default_bin(bin: Option<PathBuf>) -> PathBuf {
@@ -77,9 +86,14 @@ fn default_bin(bin: Option<PathBuf>) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    if let Command::Report { run, doc } = &command {
+        return rewrite_report(run, doc);
+    }
     statements::Tracking::ensure_off(&admin_url()).await;
-    let (quick, doc, results, bin, parts) = match Cli::parse().command {
+    let (quick, doc, results, bin, parts) = match command {
         Command::Run { quick, doc, results, bin, parts } => (quick, doc, results, bin, parts),
+        Command::Report { .. } => unreachable!("answered above"),
         Command::Profile { qps, seconds, results, bin, label } => {
             return profile(qps, seconds, results, default_bin(bin), label).await;
         }
@@ -228,8 +242,19 @@ async fn main() -> anyhow::Result<()> {
     results.machine.finish();
     results.wall_seconds = clock.elapsed().as_secs_f64();
     save(&out, "results.json", &results)?;
-    report::write(&results, &repo, &doc, &out)?;
+    report::write(&results, &repo, &doc, &out, true)?;
     println!("==> wrote {} ({:.0} s)", doc.display(), results.wall_seconds);
+    Ok(())
+}
+
+/// `bench report`: the report of an earlier run, from its raw data.
+fn rewrite_report(run: &std::path::Path, doc: &std::path::Path) -> anyhow::Result<()> {
+    let raw = run.join("results.json");
+    use anyhow::Context as _;
+    let json = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
+    let results: Results = serde_json::from_slice(&json).with_context(|| format!("parsing {}", raw.display()))?;
+    report::write(&results, &std::env::current_dir()?, doc, run, false)?;
+    println!("==> wrote {} from {}", doc.display(), run.display());
     Ok(())
 }
 

@@ -174,7 +174,7 @@ pub async fn core_events(url: &str) -> anyhow::Result<Vec<CoreEvent>> {
 }
 
 /// One insurer result's instants (µs since the epoch).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Trace {
     pub quote: Uuid,
     pub insurer: String,

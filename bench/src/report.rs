@@ -5,13 +5,13 @@ use crate::load::{Capacity, OpenLoop};
 use crate::pipeline::{self, Trace};
 use crate::stats::{Spread, Summary};
 use crate::svg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 /// What one invocation runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub mode: String,
     pub limits_seconds: u32,
@@ -85,7 +85,7 @@ impl Plan {
 }
 
 /// The machine and the moment.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Machine {
     pub date: String,
     pub commit: String,
@@ -107,7 +107,7 @@ pub struct Machine {
 }
 
 /// How long the broker's JIT took to settle under load before anything was measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BrokerWarmUp {
     pub seconds: f64,
     /// The length of one round of load, and the compilers' share of a core that counts as settled.
@@ -172,7 +172,7 @@ impl Machine {
 }
 
 /// One open-loop phase, summarised.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseResult {
     pub label: String,
     pub kind: String,
@@ -275,7 +275,7 @@ pub fn phase_result(
 }
 
 /// Intake against the baseline.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Intake {
     pub concurrency: usize,
     pub baseline: Vec<Capacity>,
@@ -288,7 +288,7 @@ pub struct Intake {
 }
 
 /// SSE fan-out on one core-app.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FanOut {
     pub streams: usize,
     pub streams_open: usize,
@@ -324,7 +324,7 @@ impl FanOut {
 /// Idle SSE streams multiplexed over HTTP/2 connections (cleartext, prior knowledge), as an
 /// ingress or a browser speaking HTTP/2 opens them: memory per stream on a fresh core-app and
 /// a fresh baseline.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Http2Streams {
     pub streams: usize,
     pub connections: usize,
@@ -348,7 +348,7 @@ impl Http2Streams {
 }
 
 /// Everything one invocation measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
     pub plan: Plan,
     pub machine: Machine,
@@ -421,10 +421,12 @@ fn status(ok: bool) -> &'static str {
     if ok { "✅ met" } else { "❌ missed" }
 }
 
-/// Writes the report and its plots.
-pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::Result<()> {
+/// Writes the report, and its plots with `draw_plots` (a report written again from
+/// `results.json` has no samples to draw them from, and links the ones the run drew).
+pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots: bool) -> anyhow::Result<()> {
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots)?;
+    let plot = |file: &Path, draw: &dyn Fn() -> String| if draw_plots { std::fs::write(file, draw()) } else { Ok(()) };
     let doc_dir = repo.join(doc).parent().map(Path::to_path_buf).unwrap_or_default();
     let rel = |p: &Path| relative(&doc_dir, &repo.join(p));
     let mut md = String::new();
@@ -697,7 +699,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
                 (n.to_string(), ps.iter().flat_map(|p| p.raw.get(*n).cloned().unwrap_or_default()).collect())
             })
             .collect();
-        std::fs::write(plots.join(&file), svg::cdf(&format!("Pipeline hops at {label}"), &series))?;
+        plot(&plots.join(&file), &|| svg::cdf(&format!("Pipeline hops at {label}"), &series))?;
         w(&mut md, format!("![hops at {label}]({})", rel(&plots.join(&file))));
         w(&mut md, String::new());
         hop_svgs.push(file);
@@ -707,10 +709,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
         .map(|(l, ps)| (l.clone(), ps.iter().flat_map(|p| p.raw.get(PUSH).cloned().unwrap_or_default()).collect()))
         .collect();
     if !series.is_empty() {
-        std::fs::write(
-            plots.join("push-by-load.svg"),
-            svg::cdf("Push latency (poll answered → SSE) by load", &series),
-        )?;
+        plot(&plots.join("push-by-load.svg"), &|| svg::cdf("Push latency (poll answered → SSE) by load", &series))?;
         w(&mut md, format!("All loads, push latency: ![push by load]({})", rel(&plots.join("push-by-load.svg"))));
         w(&mut md, String::new());
     }
@@ -927,7 +926,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             ("intake".to_string(), i.intake.iter().flat_map(|c| c.latencies.clone()).collect()),
             ("aggregator alone".to_string(), i.aggregator.iter().flat_map(|c| c.latencies.clone()).collect()),
         ];
-        std::fs::write(plots.join("intake.svg"), svg::cdf("POST /api/v1/quotes vs baseline, closed loop", &series))?;
+        plot(&plots.join("intake.svg"), &|| svg::cdf("POST /api/v1/quotes vs baseline, closed loop", &series))?;
         w(&mut md, String::new());
         w(&mut md, format!("![intake latency]({})", rel(&plots.join("intake.svg"))));
         w(&mut md, String::new());
@@ -996,10 +995,9 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path) -> anyhow::
             ("commit → SSE".to_string(), f.commit_to_sse_raw.clone()),
             ("in Kafka → SSE".to_string(), f.kafka_to_sse_raw.clone()),
         ];
-        std::fs::write(
-            plots.join("fanout.svg"),
-            svg::cdf(&format!("Delivery with {} open streams", f.streams_open), &series),
-        )?;
+        plot(&plots.join("fanout.svg"), &|| {
+            svg::cdf(&format!("Delivery with {} open streams", f.streams_open), &series)
+        })?;
         w(&mut md, format!("![fan-out delivery]({})", rel(&plots.join("fanout.svg"))));
         w(&mut md, String::new());
     }
@@ -1190,6 +1188,20 @@ fn relative(from: &Path, to: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_written_again_from_its_raw_data() {
+        let results = Results { plan: Plan::quick(), wall_seconds: 56.0, ..Results::default() };
+        let json = serde_json::to_string(&results).unwrap();
+        let read: Results = serde_json::from_str(&json).unwrap();
+        let repo = std::env::temp_dir().join(format!("bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(repo.join("docs")).unwrap();
+        let run = repo.join("bench/results/x-quick");
+        write(&read, &repo, Path::new("docs/benchmarks.md"), &run, false).unwrap();
+        let doc = std::fs::read_to_string(repo.join("docs/benchmarks.md")).unwrap();
+        std::fs::remove_dir_all(&repo).unwrap();
+        assert!(doc.contains("(quick mode)") && doc.contains("in 56 s"), "{doc}");
+    }
 
     #[test]
     fn relative_links() {

@@ -18,7 +18,9 @@ fn esc(s: &str) -> String {
 /// A CDF plot of several latency series (milliseconds); the legend shows p50 / p99.
 pub fn cdf(title: &str, series: &[(String, Vec<f64>)]) -> String {
     let all: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|x| *x > 0.0).collect();
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.01);
+    // No sample at all (a phase without results) still draws an empty decade, not an endless axis.
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let lo = if lo.is_finite() { lo.max(0.01) } else { 1.0 };
     let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
     let (lo_dec, hi_dec) = (lo.log10().floor(), hi.log10().ceil());
     let plot_w = W - LEFT - RIGHT;
@@ -108,5 +110,12 @@ mod tests {
         let svg = super::cdf("t <1>", &[("a".into(), vec![1.0, 2.0, 30.0]), ("b".into(), vec![])]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("t &lt;1&gt;") && svg.contains("polyline") && svg.contains("n=0"));
+    }
+
+    #[test]
+    fn draws_an_empty_plot_when_no_series_has_a_sample() {
+        let svg = super::cdf("nothing", &[("a".into(), vec![]), ("b".into(), vec![0.0])]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains(">1 ms</text>") && svg.contains(">10 ms</text>"), "one decade, 1 to 10 ms: {svg}");
     }
 }
