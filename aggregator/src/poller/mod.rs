@@ -428,7 +428,7 @@ fn finish_writer(pool: PgPool, insurer: String, me: String) -> GroupCommit<store
         let (pool, insurer, me) = (pool.clone(), insurer.clone(), me.clone());
         async move {
             let events =
-                store::finish_all(&pool, &insurer, &me, &finishes).await.map_err(platform::Problem::database)?;
+                store::finish_all(&pool, &insurer, &me, finishes).await.map_err(platform::Problem::database)?;
             Ok(events.into_iter().map(Ok).collect())
         }
     })

@@ -233,7 +233,7 @@ pub async fn finish_all(
     db: impl sqlx::PgExecutor<'_>,
     insurer: &str,
     me: &str,
-    finishes: &[Finish],
+    finishes: Vec<Finish>,
 ) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
     // The version is the row's, known only inside the statement: the payload gets it there.
     // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
@@ -278,10 +278,10 @@ pub async fn finish_all(
     .await?;
     let versions: std::collections::HashMap<Uuid, i32> = rows.into_iter().collect();
     finishes
-        .iter()
+        .into_iter()
         .map(|f| {
             let Some(&version) = versions.get(&f.application_id) else { return Ok(None) };
-            let mut event = f.event.clone();
+            let mut event = f.event;
             event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             Ok(Some(event))
         })
@@ -444,7 +444,7 @@ mod tests {
         };
         let failure = Finish::new("alfa", failed, None, 4, InsurerOutcome::Failed { reason: "E: down".into() }, &trace);
         let finishes = [ending(declined, "taxi"), ending(lost, "late"), failure];
-        let events = finish_all(&pool, "alfa", "me", &finishes).await.unwrap();
+        let events = finish_all(&pool, "alfa", "me", finishes.to_vec()).await.unwrap();
 
         let versions: Vec<Option<u32>> = events.iter().map(|e| e.as_ref().map(|e| e.version)).collect();
         assert_eq!(versions, [Some(1), None, Some(1)]);
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(written, wanted);
 
         // Written once: the same outcomes again find no task pending.
-        let again = finish_all(&pool, "alfa", "me", &finishes).await.unwrap();
+        let again = finish_all(&pool, "alfa", "me", finishes.to_vec()).await.unwrap();
         assert!(again.iter().all(Option::is_none), "{again:?}");
     }
 
@@ -503,7 +503,7 @@ mod tests {
             let pages = "SELECT pg_stat_get_xact_blocks_fetched('tasks'::regclass)
                                 + pg_stat_get_xact_blocks_fetched('tasks_pkey'::regclass)";
             let before: i64 = sqlx::query_scalar(pages).fetch_one(&mut *conn).await.unwrap();
-            let events = finish_all(&mut *conn, "alfa", "me", &finishes).await.unwrap();
+            let events = finish_all(&mut *conn, "alfa", "me", finishes).await.unwrap();
             let after: i64 = sqlx::query_scalar(pages).fetch_one(&mut *conn).await.unwrap();
             assert_eq!(events.iter().flatten().count(), 3);
             after - before
@@ -545,7 +545,7 @@ mod tests {
             reschedule(&mut *tx, "alfa", "me", kept, Some("ref-1"), 1, Duration::ZERO, Some(lease)).await.unwrap();
         let outcome = InsurerOutcome::Declined { reason: "test".into() };
         let finish = Finish::new("alfa", finished, Some("ref-2"), 2, outcome, &TraceParent::root());
-        let event = finish_all(&mut *tx, "alfa", "me", &[finish]).await.unwrap().remove(0);
+        let event = finish_all(&mut *tx, "alfa", "me", vec![finish]).await.unwrap().remove(0);
         let reads = due_index_reads(&mut tx).await - before;
         tx.rollback().await.unwrap();
         assert!(renewed, "the lease renewal found its task");
