@@ -1,6 +1,7 @@
 //! The outbox relay against real Postgres and Kafka: a row whose transaction commits late
 //! is still published, rows are deleted only once delivered (a steady stream's rows each
-//! published once), and a second relay stands by while the first holds the lock.
+//! published once), a second relay stands by while the first holds the lock, and the relay
+//! vacuums the outbox itself as rows come and go.
 
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
@@ -173,6 +174,44 @@ async fn a_steady_stream_is_published_once_each_and_then_deleted() {
         .unwrap()
         .unwrap();
     writing.abort_all();
+}
+
+async fn outbox_pages(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT pg_relation_size('outbox') / current_setting('block_size')::int8")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_relay_keeps_the_outbox_heap_small_as_rows_come_and_go() {
+    let (pool, topic, consumer) = outbox_and_topic("relay_vacuum").await;
+    // Autovacuum would come at its own time; the relay must not depend on it.
+    sqlx::query("ALTER TABLE outbox SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    let (stop, relay) = start_relay(&pool, &topic);
+
+    // Every round reads the whole heap: deleted rows left in it are read again and again.
+    let trace = TraceParent::root();
+    let (chunk, chunks) = (200, 30);
+    let mut first_chunk_pages = 0;
+    for n in 0..chunks {
+        let mut tx = pool.begin().await.unwrap();
+        for _ in 0..chunk {
+            aggregator::outbox::append(&mut tx, &event(Uuid::new_v4(), "alfa"), &trace).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(received(&consumer, chunk).await.len(), chunk);
+        if n == 0 {
+            first_chunk_pages = outbox_pages(&pool).await;
+        }
+    }
+    let pages = outbox_pages(&pool).await;
+    assert!(
+        pages * 2 < first_chunk_pages * chunks as i64,
+        "{pages} pages after {chunks} chunks of {chunk} rows, one chunk took {first_chunk_pages}"
+    );
+    stop.send(true).unwrap();
+    relay.await.unwrap().unwrap();
 }
 
 #[tokio::test]
