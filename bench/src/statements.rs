@@ -25,6 +25,10 @@ struct Row {
     /// Shared buffers the statement touched, found in the cache or read.
     buffers: i64,
     wal_bytes: f64,
+    /// Times the statement was planned, and the time that took: a statement planned at
+    /// every call got custom plans (the plan cache found them cheaper than its generic one).
+    plans: i64,
+    plan_ms: f64,
     query: String,
     /// The database's executor time over all its statements.
     db_ms: f64,
@@ -51,6 +55,7 @@ impl Tracking {
         for sql in [
             "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
             "ALTER SYSTEM SET pg_stat_statements.track = 'top'",
+            "ALTER SYSTEM SET pg_stat_statements.track_planning = on",
             "SELECT pg_reload_conf()",
             "SELECT pg_stat_statements_reset()",
         ] {
@@ -84,14 +89,15 @@ impl Tracking {
     pub async fn report(&self, databases: &[(&str, &str)], quotes: usize) -> anyhow::Result<String> {
         let per_quote = 1.0 / quotes.max(1) as f64;
         let mut out = format!(
-            "Executor time (not CPU: it includes waits, and leaves out parsing, commits and the \
-             protocol) per statement, over {quotes} quotes.\n"
+            "Executor time (not CPU: it includes waits, and leaves out parsing, planning, commits and \
+             the protocol) per statement, over {quotes} quotes; planning counted apart.\n"
         );
         for (label, name) in databases {
             let rows: Vec<Row> = sqlx::query_as(
                 "WITH s AS (
                      SELECT s.calls, s.total_exec_time AS total_ms, s.rows, s.wal_bytes::float8 AS wal_bytes,
                             s.shared_blks_hit + s.shared_blks_read AS buffers,
+                            s.plans, s.total_plan_time AS plan_ms,
                             regexp_replace(s.query, '\\s+', ' ', 'g') AS query
                      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
                      WHERE d.datname = $1
@@ -106,15 +112,16 @@ impl Tracking {
             writeln!(out, "\n### {label}: {:.2} executor-ms per quote\n", db_ms * per_quote)?;
             writeln!(
                 out,
-                "| calls/quote | µs/call | ms/quote | share | rows/call | buffers/call | WAL B/quote | statement |"
+                "| calls/quote | µs/call | ms/quote | share | rows/call | buffers/call | WAL B/quote | plans/call | \
+                 plan µs/call | statement |"
             )?;
-            writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---|")?;
+            writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
             for r in rows {
                 let calls = r.calls.max(1) as f64;
                 let query: String = r.query.chars().take(140).collect();
                 writeln!(
                     out,
-                    "| {:.2} | {:.0} | {:.3} | {:.1} % | {:.1} | {:.0} | {:.0} | `{}` |",
+                    "| {:.2} | {:.0} | {:.3} | {:.1} % | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | `{}` |",
                     r.calls as f64 * per_quote,
                     r.total_ms * 1000.0 / calls,
                     r.total_ms * per_quote,
@@ -122,6 +129,8 @@ impl Tracking {
                     r.rows as f64 / calls,
                     r.buffers as f64 / calls,
                     r.wal_bytes * per_quote,
+                    r.plans as f64 / calls,
+                    r.plan_ms * 1000.0 / r.plans.max(1) as f64,
                     query.replace('|', "\\|").replace('`', "'"),
                 )?;
             }
@@ -132,7 +141,11 @@ impl Tracking {
     /// Stops counting, keeping what was counted for [`Tracking::report`]; also how a profile
     /// that failed or a killed one's leftover is turned off.
     pub async fn turn_off(&self) {
-        for sql in ["ALTER SYSTEM RESET pg_stat_statements.track", "SELECT pg_reload_conf()"] {
+        for sql in [
+            "ALTER SYSTEM RESET pg_stat_statements.track",
+            "ALTER SYSTEM RESET pg_stat_statements.track_planning",
+            "SELECT pg_reload_conf()",
+        ] {
             if let Err(e) = sqlx::query(sql).execute(&self.admin).await {
                 eprintln!("warning: {sql}: {e}");
             }

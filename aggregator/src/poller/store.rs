@@ -528,6 +528,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pollers_statements_are_planned_once_per_connection() {
+        let (_, url) = database_with_tasks("planned_once", 60, &["alfa"], -1.0).await;
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let mut conn: sqlx::PgConnection =
+            sqlx::Connection::connect_with(&crate::poller::session_options(options)).await.unwrap();
+        let trace = TraceParent::root();
+        for _ in 0..10 {
+            let claimed = claim(&mut conn, "alfa", "me", Duration::from_secs(10), 3, Duration::ZERO).await.unwrap();
+            let finishes = claimed
+                .tasks
+                .iter()
+                .map(|t| Finish::new("alfa", t.application_id, None, 1, InsurerOutcome::Expired, &trace))
+                .collect();
+            assert_eq!(finish_all(&mut conn, "alfa", "me", finishes).await.unwrap().len(), 3);
+        }
+        // Without the setting, the batch got a custom plan at each call, costing as much as its run.
+        let plans: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let custom: Vec<_> = plans.iter().filter(|(_, _, custom)| *custom > 0).collect();
+        assert!(custom.is_empty(), "planned at calls: {custom:?}");
+        assert!(plans.iter().any(|(sql, generic, _)| sql.contains("unnest") && *generic == 10), "{plans:?}");
+    }
+
+    #[tokio::test]
     async fn a_held_tasks_writes_find_it_by_its_key_before_any_analyze() {
         // A new database (no statistics yet; kept so) whose insurer has 5 000 tasks pending.
         let (pool, _) = database_with_tasks("writes", 5_000, &["alfa"], 60.0).await;
