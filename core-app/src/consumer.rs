@@ -6,6 +6,7 @@ use crate::store::{self, Applied};
 use domain::events::QuoteEvent;
 use futures::FutureExt;
 use futures::future::join_all;
+use platform::db::Dedicated;
 use platform::trace::TraceParent;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -66,6 +67,8 @@ pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Quote
 /// Processes messages until `shutdown` resolves, then commits what was processed.
 pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    // Rounds run one at a time: on a connection of their own, no pool pings it after each.
+    let rounds = Dedicated::of(&pool);
     loop {
         let first = tokio::select! {
             _ = &mut shutdown => break,
@@ -91,7 +94,7 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
                 None => break,
             }
         }
-        apply_batch(&pool, &batch).await;
+        apply_batch(&rounds, &pool, &batch).await;
         // Offsets only after every event of the round is committed to the database.
         for message in &batch {
             if let Err(e) = consumer.store_offset_from_message(message) {
@@ -107,8 +110,8 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
 /// Applies one round of messages in order within a quote (the message key), as the log has
 /// them, in one database call: under load, each round trip waited for the CPU, and a slow
 /// round left a larger one behind it. Should that call fail, the round is applied again event
-/// by event (applying is idempotent), concurrently across quotes.
-async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
+/// by event (applying is idempotent) on `pool`, concurrently across quotes.
+async fn apply_batch(rounds: &Dedicated, pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
     let mut quotes: Vec<Vec<Traced>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for message in batch {
@@ -135,8 +138,9 @@ async fn apply_batch(pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
         }
     }
     let events: Vec<&Traced> = quotes.iter().flatten().collect();
-    if events.len() > 1 {
-        match store::apply_all(pool, &events.iter().map(|traced| &traced.event).collect::<Vec<_>>()).await {
+    if !events.is_empty() {
+        let round: Vec<&QuoteEvent> = events.iter().map(|traced| &traced.event).collect();
+        match rounds.run(async |conn| store::apply_all(conn, &round).await).await {
             Ok(applied) => {
                 events.iter().zip(applied).for_each(|(traced, applied)| traced.done(applied));
                 return;

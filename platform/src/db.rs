@@ -1,7 +1,7 @@
 //! Postgres pools, opened the same way by every service (and by the tests that run them).
 
-use sqlx::Connection;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 
 /// A pooled connection used within this long is handed out without a ping (HikariCP's
@@ -22,4 +22,38 @@ pub fn pool_options(max: u32) -> PgPoolOptions {
             conn.ping().await.map(|()| true)
         })
     })
+}
+
+/// One connection to a pool's database, kept aside for a caller that runs one statement at a
+/// time (a loop, a group commit with one batch in flight). sqlx pings every connection a pool
+/// takes back, a round trip after each statement: 3–7 % of a poller's CPU and 5 % of
+/// core-app's at 110 quotes/s. Its prepared statements live on one backend too, planned once
+/// there instead of on each of the pool's connections.
+pub struct Dedicated {
+    options: PgConnectOptions,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl Dedicated {
+    /// Connects at the first [`Dedicated::run`], with the pool's options.
+    pub fn of(pool: &PgPool) -> Self {
+        Self { options: (*pool.connect_options()).clone(), conn: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Runs `work` on the connection, connecting first when there is none. A failed run drops
+    /// the connection, so the next one starts on a fresh one: whatever failed, a broken
+    /// connection is never used twice (a statement cut off midway is not a failure: sqlx waits
+    /// for its end before the next one).
+    pub async fn run<T>(&self, work: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> sqlx::Result<T> {
+        let mut held = self.conn.lock().await;
+        let conn = match held.take() {
+            Some(conn) => held.insert(conn),
+            None => held.insert(PgConnection::connect_with(&self.options).await?),
+        };
+        let result = work(conn).await;
+        if result.is_err() {
+            *held = None;
+        }
+        result
+    }
 }

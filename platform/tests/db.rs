@@ -1,8 +1,9 @@
 //! The pool policy against the real local Postgres: a connection idle for longer than
 //! `TRUSTED_FOR` is checked before it is handed out (a backend that died meanwhile costs no
-//! failed statement); one used just now is handed out unchecked (no extra round trip).
+//! failed statement); one used just now is handed out unchecked (no extra round trip). A
+//! dedicated connection keeps its backend, and gets a new one after any failure.
 
-use platform::db::{TRUSTED_FOR, pool_options};
+use platform::db::{Dedicated, TRUSTED_FOR, pool_options};
 use sqlx::PgPool;
 
 /// A pool of one connection and that connection's backend pid.
@@ -53,4 +54,25 @@ async fn a_connection_used_just_now_is_handed_out_without_a_ping() {
         return;
     }
     panic!("never got to use a connection within {TRUSTED_FOR:?} of its last use");
+}
+
+#[tokio::test]
+async fn a_dedicated_connection_keeps_its_backend_and_replaces_it_after_a_failure() {
+    let (pool, _) = one_connection().await;
+    let dedicated = Dedicated::of(&pool);
+    let pid = async |d: &Dedicated| {
+        d.run(async |conn| sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(conn).await).await
+    };
+    let first = pid(&dedicated).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(pid(&dedicated).await.unwrap(), first, "one backend for every run");
+    }
+    kill(first).await;
+    pid(&dedicated).await.expect_err("its backend was terminated");
+    let next = pid(&dedicated).await.expect("a new connection after the failure");
+    assert_ne!(next, first);
+    // A statement the server refuses drops the connection too; the next run works.
+    let refused = dedicated.run(async |conn| sqlx::query("SELECT 1/0").execute(conn).await).await;
+    assert!(refused.is_err());
+    assert_ne!(pid(&dedicated).await.unwrap(), next);
 }

@@ -42,6 +42,7 @@ use anyhow::Context;
 use crds::InsurerIntegration;
 use domain::events::{InsurerOutcome, QuoteEvent};
 use domain::request::QuoteRequest;
+use platform::db::Dedicated;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use schedule::Schedule;
@@ -202,6 +203,7 @@ pub async fn run_with_api(
     let mut tick = Instant::now() + fallback_tick;
     let mut last_look: Option<Instant> = None;
     let mut wakeup = Wakeup::new(CLAIM_GAP);
+    let claims = Dedicated::of(&pool);
     let listening_gauge = metrics::gauge!("insurer_poller_listening", "insurer" => insurer.clone());
     listening_gauge.set(1.0);
     loop {
@@ -221,7 +223,10 @@ pub async fn run_with_api(
             tick = Instant::now() + fallback_tick;
             let mut permits = slots.clone().try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX)).ok();
             let taken = permits.as_ref().map_or(0, |p| p.num_permits());
-            match store::claim(&pool, &insurer, &replica_id, lease, taken, fallback_tick).await {
+            let claimed = claims
+                .run(async |conn| store::claim(conn, &insurer, &replica_id, lease, taken, fallback_tick).await)
+                .await;
+            match claimed {
                 Ok(claim) => {
                     due_at = claim.next_due.map(|due| Instant::now() + due);
                     // A look that could take nothing (its slots went to a waiting step) says
@@ -433,11 +438,12 @@ struct Step {
 fn finish_writer(pool: PgPool, insurer: String, me: String) -> GroupCommit<store::Finish, Option<QuoteEvent>> {
     let limits =
         Limits { in_flight: 1, ..Limits::named("insurer_finish_batch_size", "insurer_finish_overloaded_total") };
+    let writer = Arc::new(Dedicated::of(&pool));
     GroupCommit::start(limits, move |finishes: Vec<store::Finish>| {
-        let (pool, insurer, me) = (pool.clone(), insurer.clone(), me.clone());
+        let (writer, insurer, me) = (writer.clone(), insurer.clone(), me.clone());
         async move {
-            let events =
-                store::finish_all(&pool, &insurer, &me, finishes).await.map_err(platform::Problem::database)?;
+            let written = writer.run(async |conn| store::finish_all(conn, &insurer, &me, finishes).await).await;
+            let events = written.map_err(platform::Problem::database)?;
             Ok(events.into_iter().map(Ok).collect())
         }
     })
