@@ -242,3 +242,37 @@ async fn an_event_waiting_for_its_quotes_arrival_lock_is_applied_once_the_quote_
     let early: i64 = sqlx::query_scalar("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap();
     assert_eq!(early, 0, "not parked: the quote was there at the second look");
 }
+
+#[tokio::test]
+async fn a_round_finds_duplicates_by_index_with_plans_made_while_the_log_was_empty() {
+    let (pool, _) = fresh_pool().await;
+    // A new database, analysed while the replay log is empty.
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    // The plans a session settles on after five runs, from the first; made now, and kept.
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();
+    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+    let first = event(quote, "alfa", 1, InsurerOutcome::Pending);
+    assert_eq!(store::apply_all(&mut *conn, &[&first]).await.unwrap(), [Applied::Stored { seq: 1, completed: false }]);
+    // The log grows (without an ANALYZE: autovacuum comes at its own time).
+    sqlx::query(
+        "INSERT INTO quote_events (quote_id, seq, event_id, name, data)
+         SELECT $1, n, gen_random_uuid(), 'status', '{\"status\": \"pending\"}' FROM generate_series(2, 20001) n",
+    )
+    .bind(quote)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE quotes SET next_seq = 20002 WHERE id = $1").bind(quote).execute(&mut *conn).await.unwrap();
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let pages = "SELECT pg_stat_get_xact_blocks_fetched('quote_events'::regclass)";
+    let before: i64 = sqlx::query_scalar(pages).fetch_one(&mut *tx).await.unwrap();
+    let next = event(quote, "alfa", 2, offer("ALFA-1"));
+    let applied = store::apply_all(&mut *tx, &[&next]).await.unwrap();
+    let reads = sqlx::query_scalar::<_, i64>(pages).fetch_one(&mut *tx).await.unwrap() - before;
+    tx.commit().await.unwrap();
+    assert_eq!(applied, [Applied::Stored { seq: 20002, completed: false }]);
+    // By the event id's index, a few pages; read whole, every page of 20 000 events.
+    assert!(reads < 30, "looking for the event's duplicate read {reads} pages of the log");
+}
