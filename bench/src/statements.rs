@@ -113,7 +113,7 @@ impl Tracking {
             writeln!(
                 out,
                 "| calls/quote | µs/call | ms/quote | share | rows/call | buffers/call | WAL B/quote | plans/call | \
-                 plan µs/call | statement |"
+                 µs/plan | statement |"
             )?;
             writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
             for r in rows {

@@ -1,8 +1,8 @@
 //! Postgres pools, opened the same way by every service (and by the tests that run them).
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A pooled connection used within this long is handed out without a ping (HikariCP's
 /// `aliveBypassWindowMs` has the same idea and value).
@@ -30,29 +30,35 @@ pub fn pool_options(max: u32) -> PgPoolOptions {
 /// core-app's at 110 quotes/s. Its prepared statements live on one backend too, planned once
 /// there instead of on each of the pool's connections.
 pub struct Dedicated {
-    options: PgConnectOptions,
-    conn: tokio::sync::Mutex<Option<PgConnection>>,
+    pool: PgPool,
+    /// The connection and when it was last used.
+    conn: tokio::sync::Mutex<Option<(PgConnection, Instant)>>,
 }
 
 impl Dedicated {
-    /// Connects at the first [`Dedicated::run`], with the pool's options.
+    /// Takes its connection from `pool` at the first [`Dedicated::run`].
     pub fn of(pool: &PgPool) -> Self {
-        Self { options: (*pool.connect_options()).clone(), conn: tokio::sync::Mutex::new(None) }
+        Self { pool: pool.clone(), conn: tokio::sync::Mutex::new(None) }
     }
 
-    /// Runs `work` on the connection, connecting first when there is none. A failed run drops
-    /// the connection, so the next one starts on a fresh one: whatever failed, a broken
-    /// connection is never used twice (a statement cut off midway is not a failure: sqlx waits
-    /// for its end before the next one).
+    /// Runs `work` on the connection. A new one is taken out of the pool (its acquire timeout,
+    /// its retries while Postgres starts up, its check of an idle connection), and one idle for
+    /// longer than [`TRUSTED_FOR`] is pinged first, as the pool would. A failed run drops the
+    /// connection, so a broken one is never used twice (a statement cut off midway is not a
+    /// failure: sqlx waits for its end before the next one).
     pub async fn run<T>(&self, work: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> sqlx::Result<T> {
         let mut held = self.conn.lock().await;
-        let conn = match held.take() {
-            Some(conn) => held.insert(conn),
-            None => held.insert(PgConnection::connect_with(&self.options).await?),
+        let mut conn = match held.take() {
+            Some((mut conn, used)) if used.elapsed() >= TRUSTED_FOR => match conn.ping().await {
+                Ok(()) => conn,
+                Err(_) => self.pool.acquire().await?.detach(),
+            },
+            Some((conn, _)) => conn,
+            None => self.pool.acquire().await?.detach(),
         };
-        let result = work(conn).await;
-        if result.is_err() {
-            *held = None;
+        let result = work(&mut conn).await;
+        if result.is_ok() {
+            *held = Some((conn, Instant::now()));
         }
         result
     }
