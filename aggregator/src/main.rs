@@ -22,6 +22,10 @@ struct Cli {
     /// How long applications keep their personal data (`serve` erases it after this).
     #[arg(long, env = "RETENTION", global = true, default_value = "30days", value_parser = humantime::parse_duration)]
     retention: std::time::Duration,
+    /// Most pooled connections to the database (default: 16 for `serve`, 3 for `poller`, whose
+    /// claims and writes each keep one connection of their own outside the pool).
+    #[arg(long, env = "DB_POOL_SIZE", global = true)]
+    db_pool_size: Option<u32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,14 +83,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let service = if matches!(cli.command, Command::Poller { .. }) { "poller" } else { "aggregator" };
-    let _telemetry = platform::telemetry::init(service);
+    let manifest = match &cli.command {
+        Command::Poller { spec, .. } => Some(read_manifest(spec)?),
+        Command::Serve { .. } => None,
+    };
+    let _telemetry = platform::telemetry::init(if manifest.is_some() { "poller" } else { "aggregator" });
     let mut options: PgConnectOptions = cli.database_url.parse()?;
-    if matches!(cli.command, Command::Poller { .. }) {
-        options = poller::session_options(options);
-    }
-    let pool =
-        platform::db::pool_options(16).acquire_timeout(std::time::Duration::from_secs(3)).connect_with(options).await?;
+    // The name `pg_stat_activity` shows for each connection: who holds them.
+    options = match &manifest {
+        Some(manifest) => poller::session_options(options).application_name(&format!("poller-{}", manifest.name())),
+        None => options.application_name("aggregator"),
+    };
+    let pool_size = cli.db_pool_size.unwrap_or(if manifest.is_some() { 3 } else { 16 });
+    let pool = platform::db::pool_options(pool_size)
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .connect_with(options)
+        .await?;
     aggregator::db::MIGRATOR.run(&pool).await?;
     match cli.command {
         Command::Serve { listen, kafka_brokers, topic, partner_tokens, partner_rps, partner_burst } => {
@@ -102,10 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Poller { spec, secrets_dir, replica_id, listen } => {
-            let text = std::fs::read_to_string(&spec).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
-            let manifest =
-                crds::InsurerIntegration::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+        Command::Poller { secrets_dir, replica_id, listen, .. } => {
+            let manifest = manifest.expect("read above for a poller");
             let replica_id =
                 replica_id.unwrap_or_else(|| format!("{}-{}", manifest.name(), uuid::Uuid::new_v4().simple()));
             tracing::info!(insurer = manifest.name(), replica = %replica_id, "poller starting");
@@ -119,4 +129,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             poller::run(settings, platform::shutdown_signal()).await
         }
     }
+}
+
+/// The InsurerIntegration a poller runs, from the file the operator mounts.
+fn read_manifest(spec: &std::path::Path) -> anyhow::Result<crds::InsurerIntegration> {
+    let text = std::fs::read_to_string(spec).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+    crds::InsurerIntegration::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))
 }

@@ -718,6 +718,51 @@ fn templates_refuse_missing_external_connections_in_words() {
     }
 }
 
+/// Connections a poller replica may hold: its pool (`aggregator poller`'s default, LISTEN's
+/// included) and the connections of its claims and its writes, kept outside the pool.
+const POLLER_CONNECTIONS: u64 = 3 + 2;
+
+/// Postgres has room for every connection the services may open at once: each replica's pool
+/// at its peak (core-app's autoscaling maximum) and the connection each keeps outside it, and
+/// every sample insurer's pollers — with the slots Postgres keeps for superusers to spare.
+#[test]
+fn postgres_has_room_for_every_connection_the_services_may_open() {
+    let number = |v: &Value| v.as_u64().or_else(|| v.as_str()?.parse().ok()).expect("a number");
+    for (set, values) in VALUE_SETS.into_iter().filter(|(set, _)| *set != "external") {
+        for extra in [&[][..], &["--set", "sandbox.pollerReplicas=3"]] {
+            let objects = render(values, extra);
+            let args =
+                &find(&objects, "StatefulSet", "osago-postgresql")["spec"]["template"]["spec"]["containers"][0]["args"];
+            let max_connections: u64 = args
+                .as_array()
+                .and_then(|args| args.iter().find_map(|a| a.as_str()?.strip_prefix("max_connections=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{set}: no max_connections among the server's arguments {args}"));
+            let replicas = |name: &str| match of_kind(&objects, "HorizontalPodAutoscaler")
+                .into_iter()
+                .find(|hpa| hpa["spec"]["scaleTargetRef"]["name"] == name)
+            {
+                Some(hpa) => number(&hpa["spec"]["maxReplicas"]),
+                None => number(&find(&objects, "Deployment", name)["spec"]["replicas"]),
+            };
+            let pool = |name: &str| number(&env_of(find(&objects, "Deployment", name))["DB_POOL_SIZE"]);
+            // core-app: its consumer's connection; the aggregator: its relay's lock.
+            let services = replicas("osago-core-app") * (pool("osago-core-app") + 1)
+                + replicas("osago-aggregator") * (pool("osago-aggregator") + 1);
+            let pollers: u64 = of_kind(&objects, "InsurerIntegration")
+                .iter()
+                // One replica when the manifest names none (the CRD's default).
+                .map(|i| i["spec"].get("replicas").map_or(1, number) * POLLER_CONNECTIONS)
+                .sum();
+            let reserved = 3;
+            assert!(
+                services + pollers + reserved <= max_connections,
+                "{set} {extra:?}: services {services} + pollers {pollers} + reserved {reserved} > max_connections {max_connections}"
+            );
+        }
+    }
+}
+
 fn chart_app_version() -> String {
     let chart = std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
     let chart: serde_yaml::Value = serde_yaml::from_str(&chart).unwrap();

@@ -50,14 +50,22 @@ struct Args {
     /// Burst each client address may send above its rate.
     #[arg(long, env = "CORE_APP_CLIENT_BURST", default_value_t = 40)]
     client_burst: u32,
+    /// Most pooled connections to the database (the consumer's rounds and the LISTEN
+    /// connection are two more, outside the pool).
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
+    db_pool_size: u32,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init("core-app");
     let args = Args::parse();
-    let pool =
-        platform::db::pool_options(32).acquire_timeout(Duration::from_secs(3)).connect(&args.database_url).await?;
+    // The name `pg_stat_activity` shows for each connection: who holds them.
+    let options = args.database_url.parse::<sqlx::postgres::PgConnectOptions>()?.application_name("core-app");
+    let pool = platform::db::pool_options(args.db_pool_size)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await?;
     MIGRATOR.run(&pool).await?;
     let aggregator = AggregatorClient::new(&args.aggregator_url, &args.aggregator_token, args.aggregator_timeout)?;
     let hourly = Duration::from_secs(3600);

@@ -162,16 +162,14 @@ pub async fn run_with_api(
     let (stopping, stop) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let ctx = Arc::new(Step {
-        pool: pool.clone(),
         api,
         insurer: insurer.clone(),
-        me: replica_id.clone(),
         lease,
         budget: lease - LEASE_MARGIN,
         schedule: Schedule::from_spec(spec),
         slots: slots.clone(),
         stop,
-        finishes: finish_writer(pool.clone(), insurer.clone(), replica_id.clone()),
+        writes: Writes::start(&pool, &insurer, &replica_id),
     });
 
     let wake = Arc::new(Notify::new());
@@ -416,10 +414,8 @@ impl Heartbeat {
 
 /// What every step of this poller shares.
 struct Step {
-    pool: PgPool,
     api: Arc<dyn InsurerApi>,
     insurer: String,
-    me: String,
     /// The lease a claim or a renewal takes.
     lease: Duration,
     /// A step's calls must end within this (the lease less a margin).
@@ -429,24 +425,46 @@ struct Step {
     slots: Arc<Semaphore>,
     /// Turns true at shutdown.
     stop: watch::Receiver<bool>,
-    /// Outcomes are written through here: those ending together share a statement.
-    finishes: GroupCommit<store::Finish, Option<QuoteEvent>>,
+    /// Held tasks are written back through here: those written together share a statement.
+    writes: Writes,
 }
 
-/// Starts the group commit of a poller's outcomes ([`store::finish_all`]). One batch at a
-/// time: the outcomes that come while one is written go together in the next.
-fn finish_writer(pool: PgPool, insurer: String, me: String) -> GroupCommit<store::Finish, Option<QuoteEvent>> {
-    let limits =
-        Limits { in_flight: 1, ..Limits::named("insurer_finish_batch_size", "insurer_finish_overloaded_total") };
-    let writer = Arc::new(Dedicated::of(&pool));
-    GroupCommit::start(limits, move |finishes: Vec<store::Finish>| {
-        let (writer, insurer, me) = (writer.clone(), insurer.clone(), me.clone());
-        async move {
-            let written = writer.run(async |conn| store::finish_all(conn, &insurer, &me, finishes).await).await;
-            let events = written.map_err(platform::Problem::database)?;
-            Ok(events.into_iter().map(Ok).collect())
-        }
-    })
+/// A poller's writes of the tasks it holds: outcomes ([`store::finish_all`]) and progress
+/// ([`store::reschedule_all`]). Each is a group commit with one batch at a time (what comes
+/// while one is written goes together in the next), and both share one connection.
+struct Writes {
+    finishes: GroupCommit<store::Finish, Option<QuoteEvent>>,
+    reschedules: GroupCommit<store::Reschedule, bool>,
+}
+
+impl Writes {
+    fn start(pool: &PgPool, insurer: &str, me: &str) -> Self {
+        let conn = Arc::new(Dedicated::of(pool));
+        let (insurer, me): (Arc<str>, Arc<str>) = (insurer.into(), me.into());
+        let one_at_a_time = |batch, overloaded| Limits { in_flight: 1, ..Limits::named(batch, overloaded) };
+        let finishes =
+            GroupCommit::start(one_at_a_time("insurer_finish_batch_size", "insurer_finish_overloaded_total"), {
+                let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
+                move |finishes: Vec<store::Finish>| {
+                    let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
+                    async move {
+                        let written = conn.run(async |c| store::finish_all(c, &insurer, &me, finishes).await).await;
+                        Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
+                    }
+                }
+            });
+        let reschedules = GroupCommit::start(
+            one_at_a_time("insurer_reschedule_batch_size", "insurer_reschedule_overloaded_total"),
+            move |writes: Vec<store::Reschedule>| {
+                let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
+                async move {
+                    let written = conn.run(async |c| store::reschedule_all(c, &insurer, &me, &writes).await).await;
+                    Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
+                }
+            },
+        );
+        Writes { finishes, reschedules }
+    }
 }
 
 impl Step {
@@ -618,11 +636,18 @@ impl Step {
         age: Duration,
         trace: &TraceParent,
     ) -> anyhow::Result<bool> {
-        let (pool, insurer, me) = (&self.pool, self.insurer.as_str(), self.me.as_str());
+        let insurer = self.insurer.as_str();
         match transition {
             Transition::Reschedule { insurer_ref, attempts, wait, .. } => {
+                let write = store::Reschedule {
+                    application_id: id,
+                    insurer_ref: insurer_ref.clone(),
+                    attempts: *attempts,
+                    wait: *wait,
+                    keep,
+                };
                 let written =
-                    store::reschedule(pool, insurer, me, id, insurer_ref.as_deref(), *attempts, *wait, keep).await?;
+                    self.writes.reschedules.write(write).await.map_err(|problem| anyhow::anyhow!(problem.detail))?;
                 if !written {
                     warn!("lease lost to another replica; progress dropped");
                 }
@@ -630,7 +655,8 @@ impl Step {
             }
             Transition::Finish { insurer_ref, attempts, outcome } => {
                 let finish = store::Finish::new(insurer, id, insurer_ref.as_deref(), *attempts, outcome.clone(), trace);
-                let finished = self.finishes.write(finish).await.map_err(|problem| anyhow::anyhow!(problem.detail))?;
+                let finished =
+                    self.writes.finishes.write(finish).await.map_err(|problem| anyhow::anyhow!(problem.detail))?;
                 let Some(event) = finished else {
                     warn!("lease lost to another replica; outcome dropped");
                     return Ok(false);
