@@ -363,25 +363,44 @@ pub async fn expire_due(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Uuid>> {
 
 /// What an event stream needs to know of its quote when it opens.
 pub struct Opening {
+    /// Whether the quote was complete when `first` was read.
     pub complete: bool,
     /// The trace the quote was created in.
     pub trace: Option<TraceParent>,
-    /// The sequence number of its latest event (0 before the first).
-    pub latest: i64,
+    /// Where the stream resumes: the caller's last event id, or the quote's latest event when
+    /// that is past it (a bookmark from elsewhere, or a made-up one); never below 0.
+    pub last: i64,
+    /// The first page of events after `last`.
+    pub first: Vec<StoredEvent>,
 }
 
-/// The quote as a stream opens on it; `None` when it does not exist.
-pub async fn opening(pool: &PgPool, quote: Uuid) -> sqlx::Result<Option<Opening>> {
-    let row: Option<(bool, Option<String>, i64)> =
-        sqlx::query_as("SELECT completed_at IS NOT NULL, traceparent, next_seq - 1 FROM quotes WHERE id = $1")
-            .bind(quote)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(complete, trace, latest)| Opening {
-        complete,
-        trace: trace.as_deref().and_then(TraceParent::parse),
-        latest,
-    }))
+/// The quote as a stream opens on it after event `last`, with up to `limit` events; `None`
+/// when it does not exist. One statement, so one snapshot: a quote complete in it has all its
+/// events there too (it was two statements, completion first: each a round trip and a pooled
+/// connection's ping, for every stream).
+pub async fn opening(pool: &PgPool, quote: Uuid, last: i64, limit: i64) -> sqlx::Result<Option<Opening>> {
+    type Row = (bool, Option<String>, i64, Option<i64>, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT q.completed_at IS NOT NULL, q.traceparent, LEAST(GREATEST($2, 0), q.next_seq - 1),
+                e.seq, e.name, e.data::text
+         FROM quotes q
+         LEFT JOIN LATERAL (
+             SELECT seq, name, data FROM quote_events
+             WHERE quote_id = q.id AND seq > LEAST(GREATEST($2, 0), q.next_seq - 1) ORDER BY seq LIMIT $3
+         ) e ON true
+         WHERE q.id = $1",
+    )
+    .bind(quote)
+    .bind(last)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let Some((complete, trace, last, ..)) = rows.first().cloned() else { return Ok(None) };
+    let first = rows
+        .into_iter()
+        .filter_map(|(.., seq, name, data)| Some(StoredEvent { seq: seq?, name: name?, data: data? }))
+        .collect();
+    Ok(Some(Opening { complete, trace: trace.as_deref().and_then(TraceParent::parse), last, first }))
 }
 
 /// One stored event, as SSE sends it.

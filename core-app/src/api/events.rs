@@ -64,20 +64,18 @@ pub async fn stream(
     // Subscribe before the first read, so nothing committed in between is missed.
     let mut subscription = state.hub.subscribe(id);
     subscription.mark_seen();
-    // Completion first, events second: a quote completing in between still has its events read.
-    let opening = store::opening(&state.pool, id).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
-    // An id past the quote's latest event (a bookmark from elsewhere, or a made-up one) resumes
-    // after the latest: the stream then follows what comes next and ends with `complete`.
-    let last = last.clamp(0, opening.latest);
+    // An id past the quote's latest event resumes after the latest: the stream then follows
+    // what comes next and ends with `complete`.
+    let store::Opening { complete, trace, last, first } =
+        store::opening(&state.pool, id, last, PAGE).await.map_err(Problem::database)?.ok_or_else(|| not_found(id))?;
     metrics::counter!("sse_log_reads_total", "reason" => "open").increment(1);
-    let first = store::events_after(&state.pool, id, last, PAGE).await.map_err(Problem::database)?;
-    if first.is_empty() && opening.complete {
+    if first.is_empty() && complete {
         // 204 tells EventSource not to reconnect: the stream is over.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     // The stream belongs to the quote's trace, not to this request's (EventSource cannot send a
     // traceparent); a quote stored without one is traced by its id, as the pollers do.
-    let trace = TraceParent::of_work(opening.trace, id.as_u128());
+    let trace = TraceParent::of_work(trace, id.as_u128());
     let span = tracing::info_span!(parent: None, "stream", quote = %id, trace_id = %trace.trace_id(), after = last);
     platform::trace::span_in(&span, &trace);
     span.in_scope(|| tracing::info!("event stream opened"));
