@@ -416,6 +416,30 @@ async fn a_declining_insurer_ends_declined_with_its_reason() {
 }
 
 #[tokio::test]
+async fn an_application_the_poller_cannot_read_fails_its_task_without_calling_the_insurer() {
+    let mut h = Harness::new().await;
+    let manifest = h.manifest("alfa");
+    let api = Arc::new(Recording {
+        inner: clients::for_manifest(&manifest, &examples().join("secrets")).unwrap(),
+        calls: Mutex::new(Vec::new()),
+        idempotent_create: true,
+    });
+    h.start_with(h.settings(manifest), Some(api.clone())).await;
+    // Stored JSON that is no quote request (an application written by a newer or broken intake).
+    let id = h.submit(&json!({"vehicle": "unknown"}), &["alfa"], Duration::from_secs(30), true).await;
+
+    let task = h.finished(id, "alfa", Duration::from_secs(5)).await;
+    assert_eq!((task.status.as_str(), task.version), ("failed", 1));
+    let event = h.only_event(id, "alfa").await;
+    assert_eq!(
+        event.outcome,
+        InsurerOutcome::Failed { reason: "invalid_request: the stored application cannot be read".into() }
+    );
+    assert!(api.calls.lock().unwrap().is_empty(), "the insurer was called");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn an_insurer_down_until_the_deadline_ends_expired_without_hammering_it() {
     let mut h = Harness::new().await;
     h.sandbox["vsk"].set_faults(sandbox::config::Faults { outage: true, ..Default::default() });

@@ -46,7 +46,6 @@ use platform::db::Dedicated;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use schedule::Schedule;
-use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use std::path::PathBuf;
@@ -571,7 +570,7 @@ impl Step {
             let result = self.api.poll(reference, ctx).await;
             return transition::after_poll(&self.schedule, counted(is_rejection(&result)), result);
         }
-        let request = task.request.as_ref().and_then(|json| QuoteRequest::deserialize(&json.0).ok());
+        let request = task.request.as_deref().and_then(|json| serde_json::from_str::<QuoteRequest>(json).ok());
         let Some(request) = request else {
             return transition::unreadable_request(attempts);
         };
