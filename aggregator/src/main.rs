@@ -22,9 +22,9 @@ struct Cli {
     /// How long applications keep their personal data (`serve` erases it after this).
     #[arg(long, env = "RETENTION", global = true, default_value = "30days", value_parser = humantime::parse_duration)]
     retention: std::time::Duration,
-    /// Most pooled connections to the database (default: 16 for `serve`, 3 for `poller`, whose
-    /// claims and writes each keep one connection of their own outside the pool).
-    #[arg(long, env = "DB_POOL_SIZE", global = true)]
+    /// Most pooled connections to the database, LISTEN's included (default: 16 for `serve`, 3
+    /// for `poller`, whose claims and writes each keep one connection of their own outside the pool).
+    #[arg(long, env = "DB_POOL_SIZE", global = true, value_parser = clap::value_parser!(u32).range(2..))]
     db_pool_size: Option<u32>,
     #[command(subcommand)]
     command: Command,
@@ -94,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(manifest) => poller::session_options(options).application_name(&format!("poller-{}", manifest.name())),
         None => options.application_name("aggregator"),
     };
-    let pool_size = cli.db_pool_size.unwrap_or(if manifest.is_some() { 3 } else { 16 });
+    let pool_size = cli.db_pool_size.unwrap_or(if manifest.is_some() { poller::POOL_SIZE } else { 16 });
     let pool = platform::db::pool_options(pool_size)
         .acquire_timeout(std::time::Duration::from_secs(3))
         .connect_with(options)

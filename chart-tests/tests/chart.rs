@@ -718,13 +718,17 @@ fn templates_refuse_missing_external_connections_in_words() {
     }
 }
 
-/// Connections a poller replica may hold: its pool (`aggregator poller`'s default, LISTEN's
-/// included) and the connections of its claims and its writes, kept outside the pool.
-const POLLER_CONNECTIONS: u64 = 3 + 2;
+/// Connections a poller replica may hold: its pool (LISTEN's included) and the connections of
+/// its claims and its writes, kept outside the pool.
+const POLLER_CONNECTIONS: u64 = aggregator::poller::POOL_SIZE as u64 + 2;
+
+/// Pods a poller Deployment adds during a rollout (`maxSurge` of operator/src/build.rs).
+const POLLER_SURGE: u64 = 1;
 
 /// Postgres has room for every connection the services may open at once: each replica's pool
 /// at its peak (core-app's autoscaling maximum) and the connection each keeps outside it, and
-/// every sample insurer's pollers — with the slots Postgres keeps for superusers to spare.
+/// every sample insurer's pollers, with each Deployment's extra pod of a rollout — and the slots
+/// Postgres keeps for superusers to spare.
 #[test]
 fn postgres_has_room_for_every_connection_the_services_may_open() {
     let number = |v: &Value| v.as_u64().or_else(|| v.as_str()?.parse().ok()).expect("a number");
@@ -738,12 +742,18 @@ fn postgres_has_room_for_every_connection_the_services_may_open() {
                 .and_then(|args| args.iter().find_map(|a| a.as_str()?.strip_prefix("max_connections=")))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("{set}: no max_connections among the server's arguments {args}"));
-            let replicas = |name: &str| match of_kind(&objects, "HorizontalPodAutoscaler")
-                .into_iter()
-                .find(|hpa| hpa["spec"]["scaleTargetRef"]["name"] == name)
-            {
-                Some(hpa) => number(&hpa["spec"]["maxReplicas"]),
-                None => number(&find(&objects, "Deployment", name)["spec"]["replicas"]),
+            // The most pods of a Deployment at once: its replicas (its autoscaler's maximum) and
+            // the extra pod of a rollout.
+            let replicas = |name: &str| {
+                let deployment = find(&objects, "Deployment", name);
+                let surge = number(&deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]);
+                match of_kind(&objects, "HorizontalPodAutoscaler")
+                    .into_iter()
+                    .find(|hpa| hpa["spec"]["scaleTargetRef"]["name"] == name)
+                {
+                    Some(hpa) => number(&hpa["spec"]["maxReplicas"]) + surge,
+                    None => number(&deployment["spec"]["replicas"]) + surge,
+                }
             };
             let pool = |name: &str| number(&env_of(find(&objects, "Deployment", name))["DB_POOL_SIZE"]);
             // core-app: its consumer's connection; the aggregator: its relay's lock.
@@ -752,7 +762,7 @@ fn postgres_has_room_for_every_connection_the_services_may_open() {
             let pollers: u64 = of_kind(&objects, "InsurerIntegration")
                 .iter()
                 // One replica when the manifest names none (the CRD's default).
-                .map(|i| i["spec"].get("replicas").map_or(1, number) * POLLER_CONNECTIONS)
+                .map(|i| (i["spec"].get("replicas").map_or(1, number) + POLLER_SURGE) * POLLER_CONNECTIONS)
                 .sum();
             let reserved = 3;
             assert!(

@@ -388,7 +388,8 @@ pub async fn opening(pool: &PgPool, quote: Uuid, last: i64, limit: i64) -> sqlx:
              SELECT seq, name, data FROM quote_events
              WHERE quote_id = q.id AND seq > LEAST(GREATEST($2, 0), q.next_seq - 1) ORDER BY seq LIMIT $3
          ) e ON true
-         WHERE q.id = $1",
+         WHERE q.id = $1
+         ORDER BY e.seq",
     )
     .bind(quote)
     .bind(last)

@@ -59,6 +59,10 @@ use transition::{Cause, Transition};
 use uuid::Uuid;
 use wakeup::{Mode, Wakeup};
 
+/// A poller's pooled connections by default, LISTEN's included: its claims and its writes
+/// each keep a connection of their own outside the pool, so the pool serves only the
+/// heartbeat, the probes and reconnections.
+pub const POOL_SIZE: u32 = 3;
 /// Default lease on a claimed task.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// Default fallback tick: look for due tasks at least this often, notified or not.
@@ -430,7 +434,9 @@ struct Step {
 
 /// A poller's writes of the tasks it holds: outcomes ([`store::finish_all`]) and progress
 /// ([`store::reschedule_all`]). Each is a group commit with one batch at a time (what comes
-/// while one is written goes together in the next), and both share one connection.
+/// while one is written goes together in the next), and both share one connection: a slow
+/// batch of one delays the other's (a renewal waits behind outcomes; a lease is renewed half a
+/// budget before it runs out, and a write queued over 3 s is refused and retried).
 struct Writes {
     finishes: GroupCommit<store::Finish, Option<QuoteEvent>>,
     reschedules: GroupCommit<store::Reschedule, bool>,
@@ -457,7 +463,7 @@ impl Writes {
             move |writes: Vec<store::Reschedule>| {
                 let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
                 async move {
-                    let written = conn.run(async |c| store::reschedule_all(c, &insurer, &me, &writes).await).await;
+                    let written = conn.run(async |c| store::reschedule_all(c, &insurer, &me, writes).await).await;
                     Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
                 }
             },

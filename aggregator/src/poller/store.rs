@@ -7,7 +7,8 @@
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
 use platform::trace::TraceParent;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -165,10 +166,20 @@ pub struct Reschedule {
 /// was a statement, a commit and a pooled connection's ping of its own; under load a poller's
 /// pool grew to its limit with them (18 connections of a poller at 110 quotes/s).
 pub async fn reschedule_all(
-    db: impl sqlx::PgExecutor<'_>,
+    db: &mut PgConnection,
     insurer: &str,
     me: &str,
-    writes: &[Reschedule],
+    writes: Vec<Reschedule>,
+) -> sqlx::Result<Vec<bool>> {
+    in_rounds(db, insurer, me, writes).await
+}
+
+/// [`reschedule_all`] for writes of distinct tasks: one statement.
+async fn reschedule_round(
+    db: &mut PgConnection,
+    insurer: &str,
+    me: &str,
+    writes: Vec<Reschedule>,
 ) -> sqlx::Result<Vec<bool>> {
     // A renewal needs a lease still running: one that ran out may have been claimed again,
     // by another replica or by this one's own claim loop for a second runner.
@@ -204,7 +215,7 @@ pub async fn reschedule_all(
     .bind(pending_status())
     .fetch_all(db)
     .await?;
-    let written: std::collections::HashSet<Uuid> = written.into_iter().collect();
+    let written: HashSet<Uuid> = written.into_iter().collect();
     Ok(writes.iter().map(|w| written.contains(&w.application_id)).collect())
 }
 
@@ -248,7 +259,17 @@ impl Finish {
 /// together): at 90–110 quotes/s, 25–47 % of an insurer's outcomes came within 0.2 ms of the
 /// one before, each a statement and a commit of its own until they were written together.
 pub async fn finish_all(
-    db: impl sqlx::PgExecutor<'_>,
+    db: &mut PgConnection,
+    insurer: &str,
+    me: &str,
+    finishes: Vec<Finish>,
+) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
+    in_rounds(db, insurer, me, finishes).await
+}
+
+/// [`finish_all`] for outcomes of distinct tasks: one statement.
+async fn finish_round(
+    db: &mut PgConnection,
     insurer: &str,
     me: &str,
     finishes: Vec<Finish>,
@@ -304,6 +325,94 @@ pub async fn finish_all(
             Ok(Some(event))
         })
         .collect()
+}
+
+/// Writes a batch of a poller's writes with `run`, one statement for writes of distinct tasks.
+/// A task written twice in one batch would be updated once by such a statement, from either
+/// write, and both told they were written; so a batch holding a task twice (two steps of one
+/// replica holding one task: its claim loop took back a task whose lease ran out under a slow
+/// step) is written in rounds of distinct tasks, in order, in one transaction — each write of
+/// the task sees the one before, as separate statements would. Answers in the jobs' order.
+async fn in_rounds<J: Write>(
+    db: &mut PgConnection,
+    insurer: &str,
+    me: &str,
+    jobs: Vec<J>,
+) -> sqlx::Result<Vec<J::Answer>> {
+    let rounds = rounds(&jobs.iter().map(Write::task).collect::<Vec<_>>());
+    if rounds.len() <= 1 {
+        return J::write(db, insurer, me, jobs).await;
+    }
+    let mut jobs: Vec<Option<J>> = jobs.into_iter().map(Some).collect();
+    let mut answers: Vec<Option<J::Answer>> = jobs.iter().map(|_| None).collect();
+    let mut tx = sqlx::Connection::begin(db).await?;
+    for round in rounds {
+        let batch = round.iter().map(|&i| jobs[i].take().expect("a job is in one round")).collect();
+        for (i, answer) in round.into_iter().zip(J::write(&mut tx, insurer, me, batch).await?) {
+            answers[i] = Some(answer);
+        }
+    }
+    tx.commit().await?;
+    Ok(answers.into_iter().map(|a| a.expect("every job is answered")).collect())
+}
+
+/// A write of a held task, written with others of its kind in one statement.
+trait Write: Sized {
+    type Answer;
+    /// The task written.
+    fn task(&self) -> Uuid;
+    /// Writes a batch of distinct tasks' writes in one statement.
+    fn write(
+        db: &mut PgConnection,
+        insurer: &str,
+        me: &str,
+        batch: Vec<Self>,
+    ) -> impl Future<Output = sqlx::Result<Vec<Self::Answer>>> + Send;
+}
+
+impl Write for Reschedule {
+    type Answer = bool;
+    fn task(&self) -> Uuid {
+        self.application_id
+    }
+    fn write(
+        db: &mut PgConnection,
+        insurer: &str,
+        me: &str,
+        batch: Vec<Self>,
+    ) -> impl Future<Output = sqlx::Result<Vec<bool>>> + Send {
+        reschedule_round(db, insurer, me, batch)
+    }
+}
+
+impl Write for Finish {
+    type Answer = Option<QuoteEvent>;
+    fn task(&self) -> Uuid {
+        self.application_id
+    }
+    fn write(
+        db: &mut PgConnection,
+        insurer: &str,
+        me: &str,
+        batch: Vec<Self>,
+    ) -> impl Future<Output = sqlx::Result<Vec<Option<QuoteEvent>>>> + Send {
+        finish_round(db, insurer, me, batch)
+    }
+}
+
+/// The positions of `keys` in rounds in which each key appears once: a key's n-th occurrence
+/// goes into round n, so rounds run in order keep each key's order.
+fn rounds(keys: &[Uuid]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<(Vec<usize>, HashSet<Uuid>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let next = rounds.iter().rposition(|(_, seen)| seen.contains(key)).map_or(0, |r| r + 1);
+        if next == rounds.len() {
+            rounds.push((Vec::new(), HashSet::new()));
+        }
+        rounds[next].0.push(i);
+        rounds[next].1.insert(*key);
+    }
+    rounds.into_iter().map(|(positions, _)| positions).collect()
 }
 
 /// Releases every lease this replica holds on `insurer`'s pending tasks (shutdown). A
@@ -462,7 +571,7 @@ mod tests {
         };
         let failure = Finish::new("alfa", failed, None, 4, InsurerOutcome::Failed { reason: "E: down".into() }, &trace);
         let finishes = [ending(declined, "taxi"), ending(lost, "late"), failure];
-        let events = finish_all(&pool, "alfa", "me", finishes.to_vec()).await.unwrap();
+        let events = finish_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
 
         let versions: Vec<Option<u32>> = events.iter().map(|e| e.as_ref().map(|e| e.version)).collect();
         assert_eq!(versions, [Some(1), None, Some(1)]);
@@ -494,7 +603,7 @@ mod tests {
         assert_eq!(written, wanted);
 
         // Written once: the same outcomes again find no task pending.
-        let again = finish_all(&pool, "alfa", "me", finishes.to_vec()).await.unwrap();
+        let again = finish_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
         assert!(again.iter().all(Option::is_none), "{again:?}");
     }
 
@@ -606,7 +715,7 @@ mod tests {
             write(taken, Duration::from_secs(2), None),
             write(ran_out, Duration::ZERO, Some(lease)),
         ];
-        let written = reschedule_all(&pool, "alfa", "me", &writes).await.unwrap();
+        let written = reschedule_all(&mut pool.acquire().await.unwrap(), "alfa", "me", writes.to_vec()).await.unwrap();
         assert_eq!(written, [true, true, true, false, false]);
 
         // Per task: owner, seconds until the lease ends, seconds until due, until the deadline, attempts, reference.
@@ -640,6 +749,53 @@ mod tests {
         assert!(lease_left.is_some_and(|s| s < 0.0), "a lease that ran out was renewed: {lease_left:?}");
     }
 
+    #[test]
+    fn a_keys_later_writes_go_into_later_rounds_in_order() {
+        let [a, b, c] = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        assert_eq!(rounds(&[a, b, c]), [vec![0, 1, 2]]);
+        assert_eq!(rounds(&[a, b, a, c, a, b]), [vec![0, 1, 3], vec![2, 5], vec![4]]);
+        assert!(rounds(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_holding_a_task_twice_writes_it_as_two_statements_would() {
+        let (pool, _) = database_with_tasks("twice", 3, &["alfa"], -1.0).await;
+        let lease = Duration::from_secs(10);
+        let claimed = claim(&pool, "alfa", "me", lease, 3, Duration::ZERO).await.unwrap();
+        let [released, renewed, finished] = claimed.tasks.iter().map(|t| t.application_id).collect::<Vec<_>>()[..]
+        else {
+            panic!("claimed {} tasks", claimed.tasks.len())
+        };
+        let write = |id, keep| Reschedule { application_id: id, insurer_ref: None, attempts: 1, wait: lease, keep };
+        let mut conn = pool.acquire().await.unwrap();
+        // A release, then a renewal of the released task: the renewal finds no lease of ours.
+        // A renewal, then a release: both written, the task released.
+        let writes = vec![
+            write(released, None),
+            write(renewed, Some(lease)),
+            write(released, Some(lease)),
+            write(renewed, None),
+        ];
+        assert_eq!(reschedule_all(&mut conn, "alfa", "me", writes).await.unwrap(), [true, true, false, true]);
+        let owners: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT lease_owner FROM tasks WHERE application_id = ANY($1) ORDER BY application_id = $2",
+        )
+        .bind([released, renewed])
+        .bind(renewed)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(owners, [None, None]);
+
+        // One outcome twice: the second finds the task finished, and one event is appended.
+        let trace = TraceParent::root();
+        let finish = Finish::new("alfa", finished, None, 1, InsurerOutcome::Expired, &trace);
+        let events = finish_all(&mut conn, "alfa", "me", vec![finish.clone(), finish]).await.unwrap();
+        assert_eq!(events.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false]);
+        let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(appended, 1);
+    }
+
     #[tokio::test]
     async fn a_held_tasks_writes_find_it_by_its_key_before_any_analyze() {
         // A new database (no statistics yet; kept so) whose insurer has 5 000 tasks pending.
@@ -653,6 +809,8 @@ mod tests {
         sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan").execute(&mut *tx).await.unwrap();
         let claimed = claim(&mut *tx, "alfa", "me", lease, 8, Duration::from_secs(1)).await.unwrap();
         assert_eq!(claimed.tasks.len(), 2);
+        let scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'tasks'";
+        let scans_before: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
         let before = due_index_reads(&mut tx).await;
         let renewal = Reschedule {
             application_id: kept,
@@ -661,13 +819,15 @@ mod tests {
             wait: Duration::ZERO,
             keep: Some(lease),
         };
-        let renewed = reschedule_all(&mut *tx, "alfa", "me", &[renewal]).await.unwrap() == [true];
+        let renewed = reschedule_all(&mut tx, "alfa", "me", vec![renewal]).await.unwrap() == [true];
         let outcome = InsurerOutcome::Declined { reason: "test".into() };
         let finish = Finish::new("alfa", finished, Some("ref-2"), 2, outcome, &TraceParent::root());
-        let event = finish_all(&mut *tx, "alfa", "me", vec![finish]).await.unwrap().remove(0);
+        let event = finish_all(&mut tx, "alfa", "me", vec![finish]).await.unwrap().remove(0);
         let reads = due_index_reads(&mut tx).await - before;
+        let scanned = sqlx::query_scalar::<_, i64>(scans).fetch_one(&mut *tx).await.unwrap() - scans_before;
         tx.rollback().await.unwrap();
         assert!(renewed, "the lease renewal found its task");
+        assert_eq!(scanned, 0, "the writes read the whole table");
         assert_eq!(event.map(|e| e.version), Some(1));
         // Through `tasks_due`, each write would read the leaf pages of all 5 000 entries.
         assert!(reads < 5, "a renewal and a finish read {reads} pages of tasks_due");
