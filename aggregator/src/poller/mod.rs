@@ -92,7 +92,7 @@ const WRITE_TRIES: u32 = 3;
 ///   `tasks_due`. A prepared statement keeps the generic plan it settled on until the next
 ///   ANALYZE, and on a new database a plan made while `tasks` was a few pages read it whole —
 ///   cheapest then, and kept while the table grew, until autovacuum first analysed it.
-/// - `plan_cache_mode = force_generic_plan`: the batch of outcomes (`store::finish_all`) was
+/// - `plan_cache_mode = force_generic_plan`: the batch of outcomes (`store::write_all`) was
 ///   planned at every call, 279 µs a plan against 304 µs running it at 110 quotes/s: knowing
 ///   its arrays' sizes, each custom plan looked cheaper than the generic one, so the plan
 ///   cache never settled on that. The generic plans of every poller statement are the ones the
@@ -432,8 +432,8 @@ struct Step {
     writes: Writes,
 }
 
-/// A poller's writes of the tasks it holds: outcomes ([`store::finish_all`]) and progress
-/// ([`store::reschedule_all`]). Each is a group commit with one batch at a time (what comes
+/// A poller's writes of the tasks it holds ([`store::write_all`]): outcomes ([`store::Finish`])
+/// and progress ([`store::Reschedule`]). Each is a group commit with one batch at a time (what comes
 /// while one is written goes together in the next), and both share one connection: a slow
 /// batch of one delays the other's (a renewal waits behind outcomes; a lease is renewed half a
 /// budget before it runs out, and a write queued over 3 s is refused and retried).
@@ -446,30 +446,41 @@ impl Writes {
     fn start(pool: &PgPool, insurer: &str, me: &str) -> Self {
         let conn = Arc::new(Dedicated::of(pool));
         let (insurer, me): (Arc<str>, Arc<str>) = (insurer.into(), me.into());
-        let one_at_a_time = |batch, overloaded| Limits { in_flight: 1, ..Limits::named(batch, overloaded) };
-        let finishes =
-            GroupCommit::start(one_at_a_time("insurer_finish_batch_size", "insurer_finish_overloaded_total"), {
-                let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
-                move |finishes: Vec<store::Finish>| {
-                    let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
-                    async move {
-                        let written = conn.run(async |c| store::finish_all(c, &insurer, &me, finishes).await).await;
-                        Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
-                    }
-                }
-            });
-        let reschedules = GroupCommit::start(
-            one_at_a_time("insurer_reschedule_batch_size", "insurer_reschedule_overloaded_total"),
-            move |writes: Vec<store::Reschedule>| {
-                let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
-                async move {
-                    let written = conn.run(async |c| store::reschedule_all(c, &insurer, &me, writes).await).await;
-                    Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
-                }
-            },
-        );
-        Writes { finishes, reschedules }
+        Writes {
+            finishes: writer(&conn, &insurer, &me, "insurer_finish_batch_size", "insurer_finish_overloaded_total"),
+            reschedules: writer(
+                &conn,
+                &insurer,
+                &me,
+                "insurer_reschedule_batch_size",
+                "insurer_reschedule_overloaded_total",
+            ),
+        }
     }
+}
+
+/// A group commit of one kind of write ([`store::write_all`]) on `conn`, one batch at a time,
+/// with the names of its metrics.
+fn writer<J>(
+    conn: &Arc<Dedicated>,
+    insurer: &Arc<str>,
+    me: &Arc<str>,
+    batch_metric: &'static str,
+    overloaded_metric: &'static str,
+) -> GroupCommit<J, J::Answer>
+where
+    J: store::Write + Send + 'static,
+    J::Answer: Send + 'static,
+{
+    let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
+    let limits = Limits { in_flight: 1, ..Limits::named(batch_metric, overloaded_metric) };
+    GroupCommit::start(limits, move |jobs: Vec<J>| {
+        let (conn, insurer, me) = (conn.clone(), insurer.clone(), me.clone());
+        async move {
+            let written = conn.run(async |c| store::write_all(c, &insurer, &me, jobs).await).await;
+            Ok(written.map_err(platform::Problem::database)?.into_iter().map(Ok).collect())
+        }
+    })
 }
 
 impl Step {

@@ -145,7 +145,7 @@ pub async fn claim(
     Ok(Claim { tasks, next_due })
 }
 
-/// A held task to write back without an outcome: what [`reschedule_all`] writes for it.
+/// A held task to write back without an outcome: what its [`Write::write`] writes for it.
 #[derive(Debug, Clone)]
 pub struct Reschedule {
     pub application_id: Uuid,
@@ -158,68 +158,7 @@ pub struct Reschedule {
     pub keep: Option<Duration>,
 }
 
-/// Stores each task's progress and next due time, never after its deadline (so an unanswered
-/// task expires on time), and releases its lease — or, with `keep`, renews it — one statement
-/// for them all. Answers for each, in order: false when its lease was lost.
-///
-/// Like outcomes, they come in bursts (the tasks of one claim are polled together), and each
-/// was a statement, a commit and a pooled connection's ping of its own; under load a poller's
-/// pool grew to its limit with them (18 connections of a poller at 110 quotes/s).
-pub async fn reschedule_all(
-    db: &mut PgConnection,
-    insurer: &str,
-    me: &str,
-    writes: Vec<Reschedule>,
-) -> sqlx::Result<Vec<bool>> {
-    in_rounds(db, insurer, me, writes).await
-}
-
-/// [`reschedule_all`] for writes of distinct tasks: one statement.
-async fn reschedule_round(
-    db: &mut PgConnection,
-    insurer: &str,
-    me: &str,
-    writes: Vec<Reschedule>,
-) -> sqlx::Result<Vec<bool>> {
-    // A renewal needs a lease still running: one that ran out may have been claimed again,
-    // by another replica or by this one's own claim loop for a second runner.
-    // A NULL lease length makes both lease columns NULL: released. A kept task keeps its
-    // `next_poll_at` (its first lease's end; `claim` reads the lease too, so no one takes it
-    // before the renewed lease ends) and `updated_at`: with no indexed column changed, the
-    // renewal is a HOT update (the table leaves room for it), which writes no index entry.
-    // The rows are found by key, as in `finish_all`.
-    let written: Vec<Uuid> = sqlx::query_scalar(
-        "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $4::text[], $5::int4[], $6::float8[], $7::float8[])
-                 AS i(application_id, insurer_ref, attempts, wait_s, keep_s)
-         )
-         UPDATE tasks t SET insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
-             next_poll_at = CASE WHEN i.keep_s IS NULL
-                                 THEN LEAST(now() + make_interval(secs => i.wait_s), t.deadline) ELSE t.next_poll_at END,
-             lease_owner = CASE WHEN i.keep_s IS NULL THEN NULL ELSE t.lease_owner END,
-             lease_until = now() + make_interval(secs => i.keep_s),
-             updated_at = CASE WHEN i.keep_s IS NULL THEN now() ELSE t.updated_at END
-         FROM input i
-         WHERE t.insurer = $2 AND t.application_id = ANY ($1::uuid[]) AND t.application_id = i.application_id
-           AND t.lease_owner = $3 AND t.status = $8::task_status
-           AND (i.keep_s IS NULL OR t.lease_until > now())
-         RETURNING t.application_id",
-    )
-    .bind(writes.iter().map(|w| w.application_id).collect::<Vec<_>>())
-    .bind(insurer)
-    .bind(me)
-    .bind(writes.iter().map(|w| w.insurer_ref.as_deref()).collect::<Vec<_>>())
-    .bind(writes.iter().map(|w| i32::try_from(w.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-    .bind(writes.iter().map(|w| w.wait.as_secs_f64()).collect::<Vec<_>>())
-    .bind(writes.iter().map(|w| w.keep.map(|lease| lease.as_secs_f64())).collect::<Vec<_>>())
-    .bind(pending_status())
-    .fetch_all(db)
-    .await?;
-    let written: HashSet<Uuid> = written.into_iter().collect();
-    Ok(writes.iter().map(|w| written.contains(&w.application_id)).collect())
-}
-
-/// A task to end with an outcome: what [`finish_all`] writes for it.
+/// A task to end with an outcome: what its [`Write::write`] writes for it.
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub application_id: Uuid,
@@ -250,90 +189,13 @@ impl Finish {
     }
 }
 
-/// Ends each task with its outcome and appends its event, atomically: status, `version + 1`,
-/// lease released, outbox row with that version — one statement for them all, so one round
-/// trip and one commit. Answers for each, in order: its event, or `None` when the lease was
-/// lost (nothing is written for it then).
-///
-/// A poller's tasks finish in bursts (the tasks of one claim are created together and polled
-/// together): at 90–110 quotes/s, 25–47 % of an insurer's outcomes came within 0.2 ms of the
-/// one before, each a statement and a commit of its own until they were written together.
-pub async fn finish_all(
-    db: &mut PgConnection,
-    insurer: &str,
-    me: &str,
-    finishes: Vec<Finish>,
-) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
-    in_rounds(db, insurer, me, finishes).await
-}
-
-/// [`finish_all`] for outcomes of distinct tasks: one statement.
-async fn finish_round(
-    db: &mut PgConnection,
-    insurer: &str,
-    me: &str,
-    finishes: Vec<Finish>,
-) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
-    // The version is the row's, known only inside the statement: the payload gets it there.
-    // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
-    // flushes what it read before publishing it (`relay`), so Kafka never has an outcome a
-    // crashed Postgres could lose; an outcome lost before that is polled again.
-    //
-    // The rows are found by key (`= ANY`), not only through the join with the input: a generic
-    // plan made while `tasks` was small hash-joined the input with every task of the insurer,
-    // and kept doing so as the table grew (251 buffers a call for 2.8 tasks in one profile).
-    let payloads = finishes.iter().map(|f| serde_json::to_string(&f.event)).collect::<Result<Vec<_>, _>>();
-    let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
-        "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::text[])
-                 AS i(application_id, status, insurer_ref, attempts, event_id, payload, traceparent)
-         ), finished AS (
-             UPDATE tasks t SET status = i.status::task_status, version = t.version + 1,
-                 insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
-                 lease_owner = NULL, lease_until = NULL, updated_at = now()
-             FROM input i
-             WHERE t.insurer = $2 AND t.application_id = ANY ($1::uuid[]) AND t.application_id = i.application_id
-               AND t.lease_owner = $3 AND t.status = $10::task_status
-             RETURNING t.application_id, t.version, i.event_id, i.payload, i.traceparent
-         ), appended AS (
-             INSERT INTO outbox (event_id, message_key, payload, traceparent)
-             SELECT event_id, application_id::text, jsonb_set(payload::jsonb, '{version}', to_jsonb(version)), traceparent
-             FROM finished
-         )
-         SELECT application_id, version FROM finished",
-    )
-    .bind(finishes.iter().map(|f| f.application_id).collect::<Vec<_>>())
-    .bind(insurer)
-    .bind(me)
-    .bind(finishes.iter().map(|f| status_of(&f.event.outcome)).collect::<Vec<_>>())
-    .bind(finishes.iter().map(|f| f.insurer_ref.as_deref()).collect::<Vec<_>>())
-    .bind(finishes.iter().map(|f| i32::try_from(f.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-    .bind(finishes.iter().map(|f| f.event.event_id).collect::<Vec<_>>())
-    .bind(&payloads)
-    .bind(finishes.iter().map(|f| f.trace.to_string()).collect::<Vec<_>>())
-    .bind(pending_status())
-    .fetch_all(db)
-    .await?;
-    let versions: std::collections::HashMap<Uuid, i32> = rows.into_iter().collect();
-    finishes
-        .into_iter()
-        .map(|f| {
-            let Some(&version) = versions.get(&f.application_id) else { return Ok(None) };
-            let mut event = f.event;
-            event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok(Some(event))
-        })
-        .collect()
-}
-
-/// Writes a batch of a poller's writes with `run`, one statement for writes of distinct tasks.
+/// Writes a batch of a poller's writes, one statement ([`Write::write`]) for writes of distinct tasks.
 /// A task written twice in one batch would be updated once by such a statement, from either
 /// write, and both told they were written; so a batch holding a task twice (two steps of one
 /// replica holding one task: its claim loop took back a task whose lease ran out under a slow
 /// step) is written in rounds of distinct tasks, in order, in one transaction — each write of
 /// the task sees the one before, as separate statements would. Answers in the jobs' order.
-async fn in_rounds<J: Write>(
+pub(crate) async fn write_all<J: Write>(
     db: &mut PgConnection,
     insurer: &str,
     me: &str,
@@ -357,7 +219,8 @@ async fn in_rounds<J: Write>(
 }
 
 /// A write of a held task, written with others of its kind in one statement.
-trait Write: Sized {
+pub(crate) trait Write: Sized {
+    /// What the writer of each is told.
     type Answer;
     /// The task written.
     fn task(&self) -> Uuid;
@@ -375,13 +238,50 @@ impl Write for Reschedule {
     fn task(&self) -> Uuid {
         self.application_id
     }
-    fn write(
-        db: &mut PgConnection,
-        insurer: &str,
-        me: &str,
-        batch: Vec<Self>,
-    ) -> impl Future<Output = sqlx::Result<Vec<bool>>> + Send {
-        reschedule_round(db, insurer, me, batch)
+    /// Stores each task's progress and next due time, never after its deadline (so an unanswered
+    /// task expires on time), and releases its lease — or, with `keep`, renews it — one statement
+    /// for them all. Answers for each, in order: false when its lease was lost.
+    ///
+    /// Like outcomes, they come in bursts (the tasks of one claim are polled together), and each
+    /// was a statement, a commit and a pooled connection's ping of its own; under load a poller's
+    /// pool grew to its limit with them (18 connections of a poller at 110 quotes/s).
+    async fn write(db: &mut PgConnection, insurer: &str, me: &str, writes: Vec<Self>) -> sqlx::Result<Vec<bool>> {
+        // A renewal needs a lease still running: one that ran out may have been claimed again,
+        // by another replica or by this one's own claim loop for a second runner.
+        // A NULL lease length makes both lease columns NULL: released. A kept task keeps its
+        // `next_poll_at` (its first lease's end; `claim` reads the lease too, so no one takes it
+        // before the renewed lease ends) and `updated_at`: with no indexed column changed, the
+        // renewal is a HOT update (the table leaves room for it), which writes no index entry.
+        // The rows are found by key, as for outcomes.
+        let written: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $4::text[], $5::int4[], $6::float8[], $7::float8[])
+                     AS i(application_id, insurer_ref, attempts, wait_s, keep_s)
+             )
+             UPDATE tasks t SET insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
+                 next_poll_at = CASE WHEN i.keep_s IS NULL
+                                     THEN LEAST(now() + make_interval(secs => i.wait_s), t.deadline) ELSE t.next_poll_at END,
+                 lease_owner = CASE WHEN i.keep_s IS NULL THEN NULL ELSE t.lease_owner END,
+                 lease_until = now() + make_interval(secs => i.keep_s),
+                 updated_at = CASE WHEN i.keep_s IS NULL THEN now() ELSE t.updated_at END
+             FROM input i
+             WHERE t.insurer = $2 AND t.application_id = ANY ($1::uuid[]) AND t.application_id = i.application_id
+               AND t.lease_owner = $3 AND t.status = $8::task_status
+               AND (i.keep_s IS NULL OR t.lease_until > now())
+             RETURNING t.application_id",
+        )
+        .bind(writes.iter().map(|w| w.application_id).collect::<Vec<_>>())
+        .bind(insurer)
+        .bind(me)
+        .bind(writes.iter().map(|w| w.insurer_ref.as_deref()).collect::<Vec<_>>())
+        .bind(writes.iter().map(|w| i32::try_from(w.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(writes.iter().map(|w| w.wait.as_secs_f64()).collect::<Vec<_>>())
+        .bind(writes.iter().map(|w| w.keep.map(|lease| lease.as_secs_f64())).collect::<Vec<_>>())
+        .bind(pending_status())
+        .fetch_all(db)
+        .await?;
+        let written: HashSet<Uuid> = written.into_iter().collect();
+        Ok(writes.iter().map(|w| written.contains(&w.application_id)).collect())
     }
 }
 
@@ -390,13 +290,71 @@ impl Write for Finish {
     fn task(&self) -> Uuid {
         self.application_id
     }
-    fn write(
+    /// Ends each task with its outcome and appends its event, atomically: status, `version + 1`,
+    /// lease released, outbox row with that version — one statement for them all, so one round
+    /// trip and one commit. Answers for each, in order: its event, or `None` when the lease was
+    /// lost (nothing is written for it then).
+    ///
+    /// A poller's tasks finish in bursts (the tasks of one claim are created together and polled
+    /// together): at 90–110 quotes/s, 25–47 % of an insurer's outcomes came within 0.2 ms of the
+    /// one before, each a statement and a commit of its own until they were written together.
+    async fn write(
         db: &mut PgConnection,
         insurer: &str,
         me: &str,
-        batch: Vec<Self>,
-    ) -> impl Future<Output = sqlx::Result<Vec<Option<QuoteEvent>>>> + Send {
-        finish_round(db, insurer, me, batch)
+        finishes: Vec<Self>,
+    ) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
+        // The version is the row's, known only inside the statement: the payload gets it there.
+        // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
+        // flushes what it read before publishing it (`relay`), so Kafka never has an outcome a
+        // crashed Postgres could lose; an outcome lost before that is polled again.
+        //
+        // The rows are found by key (`= ANY`), not only through the join with the input: a generic
+        // plan made while `tasks` was small hash-joined the input with every task of the insurer,
+        // and kept doing so as the table grew (251 buffers a call for 2.8 tasks in one profile).
+        let payloads = finishes.iter().map(|f| serde_json::to_string(&f.event)).collect::<Result<Vec<_>, _>>();
+        let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::text[])
+                     AS i(application_id, status, insurer_ref, attempts, event_id, payload, traceparent)
+             ), finished AS (
+                 UPDATE tasks t SET status = i.status::task_status, version = t.version + 1,
+                     insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
+                     lease_owner = NULL, lease_until = NULL, updated_at = now()
+                 FROM input i
+                 WHERE t.insurer = $2 AND t.application_id = ANY ($1::uuid[]) AND t.application_id = i.application_id
+                   AND t.lease_owner = $3 AND t.status = $10::task_status
+                 RETURNING t.application_id, t.version, i.event_id, i.payload, i.traceparent
+             ), appended AS (
+                 INSERT INTO outbox (event_id, message_key, payload, traceparent)
+                 SELECT event_id, application_id::text, jsonb_set(payload::jsonb, '{version}', to_jsonb(version)), traceparent
+                 FROM finished
+             )
+             SELECT application_id, version FROM finished",
+        )
+        .bind(finishes.iter().map(|f| f.application_id).collect::<Vec<_>>())
+        .bind(insurer)
+        .bind(me)
+        .bind(finishes.iter().map(|f| status_of(&f.event.outcome)).collect::<Vec<_>>())
+        .bind(finishes.iter().map(|f| f.insurer_ref.as_deref()).collect::<Vec<_>>())
+        .bind(finishes.iter().map(|f| i32::try_from(f.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(finishes.iter().map(|f| f.event.event_id).collect::<Vec<_>>())
+        .bind(&payloads)
+        .bind(finishes.iter().map(|f| f.trace.to_string()).collect::<Vec<_>>())
+        .bind(pending_status())
+        .fetch_all(db)
+        .await?;
+        let versions: std::collections::HashMap<Uuid, i32> = rows.into_iter().collect();
+        finishes
+            .into_iter()
+            .map(|f| {
+                let Some(&version) = versions.get(&f.application_id) else { return Ok(None) };
+                let mut event = f.event;
+                event.version = u32::try_from(version).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                Ok(Some(event))
+            })
+            .collect()
     }
 }
 
@@ -571,7 +529,7 @@ mod tests {
         };
         let failure = Finish::new("alfa", failed, None, 4, InsurerOutcome::Failed { reason: "E: down".into() }, &trace);
         let finishes = [ending(declined, "taxi"), ending(lost, "late"), failure];
-        let events = finish_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
+        let events = write_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
 
         let versions: Vec<Option<u32>> = events.iter().map(|e| e.as_ref().map(|e| e.version)).collect();
         assert_eq!(versions, [Some(1), None, Some(1)]);
@@ -603,7 +561,7 @@ mod tests {
         assert_eq!(written, wanted);
 
         // Written once: the same outcomes again find no task pending.
-        let again = finish_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
+        let again = write_all(&mut pool.acquire().await.unwrap(), "alfa", "me", finishes.to_vec()).await.unwrap();
         assert!(again.iter().all(Option::is_none), "{again:?}");
     }
 
@@ -630,7 +588,7 @@ mod tests {
             let pages = "SELECT pg_stat_get_xact_blocks_fetched('tasks'::regclass)
                                 + pg_stat_get_xact_blocks_fetched('tasks_pkey'::regclass)";
             let before: i64 = sqlx::query_scalar(pages).fetch_one(&mut *conn).await.unwrap();
-            let events = finish_all(&mut *conn, "alfa", "me", finishes).await.unwrap();
+            let events = write_all(&mut *conn, "alfa", "me", finishes).await.unwrap();
             let after: i64 = sqlx::query_scalar(pages).fetch_one(&mut *conn).await.unwrap();
             assert_eq!(events.iter().flatten().count(), 3);
             after - before
@@ -668,7 +626,7 @@ mod tests {
                 .iter()
                 .map(|t| Finish::new("alfa", t.application_id, None, 1, InsurerOutcome::Expired, &trace))
                 .collect();
-            assert_eq!(finish_all(&mut conn, "alfa", "me", finishes).await.unwrap().len(), 3);
+            assert_eq!(write_all(&mut conn, "alfa", "me", finishes).await.unwrap().len(), 3);
         }
         // Without the setting, the batch got a custom plan at each call, costing as much as its run.
         let plans: Vec<(String, i64, i64)> =
@@ -715,7 +673,7 @@ mod tests {
             write(taken, Duration::from_secs(2), None),
             write(ran_out, Duration::ZERO, Some(lease)),
         ];
-        let written = reschedule_all(&mut pool.acquire().await.unwrap(), "alfa", "me", writes.to_vec()).await.unwrap();
+        let written = write_all(&mut pool.acquire().await.unwrap(), "alfa", "me", writes.to_vec()).await.unwrap();
         assert_eq!(written, [true, true, true, false, false]);
 
         // Per task: owner, seconds until the lease ends, seconds until due, until the deadline, attempts, reference.
@@ -776,7 +734,7 @@ mod tests {
             write(released, Some(lease)),
             write(renewed, None),
         ];
-        assert_eq!(reschedule_all(&mut conn, "alfa", "me", writes).await.unwrap(), [true, true, false, true]);
+        assert_eq!(write_all(&mut conn, "alfa", "me", writes).await.unwrap(), [true, true, false, true]);
         let owners: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT lease_owner FROM tasks WHERE application_id = ANY($1) ORDER BY application_id = $2",
         )
@@ -790,7 +748,7 @@ mod tests {
         // One outcome twice: the second finds the task finished, and one event is appended.
         let trace = TraceParent::root();
         let finish = Finish::new("alfa", finished, None, 1, InsurerOutcome::Expired, &trace);
-        let events = finish_all(&mut conn, "alfa", "me", vec![finish.clone(), finish]).await.unwrap();
+        let events = write_all(&mut conn, "alfa", "me", vec![finish.clone(), finish]).await.unwrap();
         assert_eq!(events.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false]);
         let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&mut *conn).await.unwrap();
         assert_eq!(appended, 1);
@@ -819,10 +777,10 @@ mod tests {
             wait: Duration::ZERO,
             keep: Some(lease),
         };
-        let renewed = reschedule_all(&mut tx, "alfa", "me", vec![renewal]).await.unwrap() == [true];
+        let renewed = write_all(&mut tx, "alfa", "me", vec![renewal]).await.unwrap() == [true];
         let outcome = InsurerOutcome::Declined { reason: "test".into() };
         let finish = Finish::new("alfa", finished, Some("ref-2"), 2, outcome, &TraceParent::root());
-        let event = finish_all(&mut tx, "alfa", "me", vec![finish]).await.unwrap().remove(0);
+        let event = write_all(&mut tx, "alfa", "me", vec![finish]).await.unwrap().remove(0);
         let reads = due_index_reads(&mut tx).await - before;
         let scanned = sqlx::query_scalar::<_, i64>(scans).fetch_one(&mut *tx).await.unwrap() - scans_before;
         tx.rollback().await.unwrap();
