@@ -517,24 +517,23 @@ async fn a_notified_task_is_created_at_once_even_with_a_long_fallback_tick() {
     let id = h.submit(&application(10), &["alfa"], Duration::from_secs(30), false).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(created(), 0, "an un-notified task waits for the fallback tick");
-    // …and a notification (here for the task already there) wakes the poller at once.
-    let notified = Instant::now();
+    // …and a notification (here for the task already there) wakes the poller at once. "At once"
+    // is checked against the 30 s tick, with room for a machine busy running the other tests:
+    // how fast a wake-up is, is measured by `make bench`, not here.
+    let at_once = Duration::from_secs(3);
     sqlx::query("SELECT pg_notify('osago_tasks', 'some-other-insurer')").execute(&h.pool).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(created(), 0, "another insurer's notification does not wake it");
     sqlx::query("SELECT pg_notify('osago_tasks', 'alfa')").execute(&h.pool).await.unwrap();
-    eventually(Duration::from_millis(300), || async { (created() == 1).then_some(()) })
+    eventually(at_once, || async { (created() == 1).then_some(()) })
         .await
-        .unwrap_or_else(|| panic!("not created within 300 ms of the notification"));
-    assert!(notified.elapsed() < Duration::from_millis(100 + 300 + 50));
+        .unwrap_or_else(|| panic!("not created within {at_once:?} of the notification"));
 
     // A second quote, notified the way intake does, likewise.
-    let second = Instant::now();
     let id2 = h.submit(&application(10), &["alfa"], Duration::from_secs(30), true).await;
-    eventually(Duration::from_millis(300), || async { (created() == 2).then_some(()) })
+    eventually(at_once, || async { (created() == 2).then_some(()) })
         .await
-        .unwrap_or_else(|| panic!("second task not created within 300 ms"));
-    assert!(second.elapsed() < Duration::from_millis(350), "{:?}", second.elapsed());
+        .unwrap_or_else(|| panic!("second task not created within {at_once:?}"));
     // The next-due wake-up (not the 30 s tick) brings the polls.
     for id in [id, id2] {
         assert_eq!(h.finished(id, "alfa", Duration::from_secs(5)).await.status, "offer");
