@@ -223,27 +223,39 @@ pub fn parse_raw_json(body: &[u8]) -> Result<RawQuoteRequest, RequestError> {
 
 /// serde also reads a struct from an array of its fields in declaration order; the contract
 /// has objects only, so each object of the request given as an array is a field error.
+/// Called on a body the typed parse accepted, so each object is a JSON object or array.
+/// The objects are borrowed as their text, not read into values: building a
+/// `serde_json::Value` of the whole body cost as much as the typed parse itself.
 fn positional_objects(body: &[u8]) -> crate::ValidationErrors {
-    use serde_json::Value;
+    use serde_json::value::RawValue;
+    /// The request's objects as they appear in the body.
+    #[derive(Deserialize)]
+    struct Objects<'a> {
+        #[serde(borrow)]
+        vehicle: Option<&'a RawValue>,
+        #[serde(borrow)]
+        owner: Option<&'a RawValue>,
+        #[serde(borrow)]
+        policy: Option<&'a RawValue>,
+        #[serde(borrow)]
+        drivers: Option<Vec<&'a RawValue>>,
+    }
+    let is_array = |text: &str| text.trim_start().starts_with('[');
     let mut errors = crate::ValidationErrors::default();
-    let Ok(value) = serde_json::from_slice::<Value>(body) else { return errors };
-    let Value::Object(root) = value else {
+    let Ok(text) = std::str::from_utf8(body) else { return errors };
+    if is_array(text) {
         errors.push("$", "the request must be a JSON object");
         return errors;
-    };
-    let mut check = |path: String, value: &Value| {
-        if value.is_array() {
-            errors.push(path, "must be a JSON object, not an array");
-        }
-    };
-    for key in ["vehicle", "owner", "policy"] {
-        if let Some(value) = root.get(key) {
-            check(key.to_string(), value);
+    }
+    let Ok(objects) = serde_json::from_str::<Objects>(text) else { return errors };
+    for (key, value) in [("vehicle", objects.vehicle), ("owner", objects.owner), ("policy", objects.policy)] {
+        if value.is_some_and(|v| is_array(v.get())) {
+            errors.push(key, "must be a JSON object, not an array");
         }
     }
-    if let Some(Value::Array(drivers)) = root.get("drivers") {
-        for (i, driver) in drivers.iter().enumerate() {
-            check(format!("drivers[{i}]"), driver);
+    for (i, driver) in objects.drivers.unwrap_or_default().iter().enumerate() {
+        if is_array(driver.get()) {
+            errors.push(format!("drivers[{i}]"), "must be a JSON object, not an array");
         }
     }
     errors
