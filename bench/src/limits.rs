@@ -135,3 +135,62 @@ pub async fn measure(env: &Env, seconds: u32, dir: &Path) -> anyhow::Result<Limi
     limits.kafka = kafka;
     Ok(limits)
 }
+
+/// Commits timed alongside a phase, on a connection and in a database of their own: what a
+/// durable commit costs on this machine while the stack runs. The limits above take 300
+/// commits in a second or two, which cannot see a stall of the disk's flush that comes once in
+/// 10–30 s; the relay's round and core-app's consumer round both wait for that flush.
+pub struct CommitProbe {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>,
+}
+
+impl CommitProbe {
+    /// One INSERT, committed waiting for the WAL flush, every this often.
+    pub const EVERY: Duration = Duration::from_millis(50);
+
+    /// Starts committing into `bench_commit_probe` of the database at `url`.
+    pub async fn start(url: &str) -> anyhow::Result<CommitProbe> {
+        let mut conn = sqlx::PgConnection::connect(url).await.context("connecting the commit probe")?;
+        sqlx::query("SET synchronous_commit = on").execute(&mut conn).await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
+        )
+        .execute(&mut conn)
+        .await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut commits = Vec::new();
+            let mut tick = tokio::time::interval(Self::EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let started = Instant::now();
+                sqlx::query("INSERT INTO bench_commit_probe DEFAULT VALUES").execute(&mut conn).await?;
+                commits.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            sqlx::query("DELETE FROM bench_commit_probe").execute(&mut conn).await?;
+            Ok(commits)
+        });
+        Ok(CommitProbe { stop, task })
+    }
+
+    /// Stops the probe; its commits' latencies in ms (none when it failed: the phase stands).
+    pub async fn finish(self) -> Vec<f64> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(commits)) => commits,
+            Ok(Err(e)) => {
+                eprintln!("    commit probe failed: {e:#}");
+                Vec::new()
+            }
+            Err(e) => {
+                eprintln!("    commit probe failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `bench run [--quick]`: the whole benchmark — limits, pipeline latency at fixed loads, the
 //! throughput ramp, intake against its baseline, SSE fan-out — then `docs/benchmarks.md`.
 
-use bench::limits;
+use bench::limits::{self, CommitProbe};
 use bench::load::{self, Capacity, OpenLoop, QuoteRun};
 use bench::pipeline::{self, Detections, Tap};
 use bench::procstat::{self, Snapshot};
@@ -309,6 +309,8 @@ struct RawPhase {
     window: Duration,
     outcome: OpenLoop,
     cpu: procstat::Usage,
+    /// Latencies of the commit probe that ran alongside (ms).
+    commits: Vec<f64>,
     pass: bool,
 }
 
@@ -391,9 +393,11 @@ impl<'a> Session<'a> {
     ) -> anyhow::Result<bool> {
         self.stack.check_alive()?;
         let pb = bar(0, &format!("{label} #{}", rep + 1));
+        let probe = CommitProbe::start(&format!("{}/osago", pg_base())).await?;
         let before: Snapshot = self.stack.snapshot();
         let outcome = load::open_loop(&self.client, &self.stack.core_url, qps, window, 20_000, vins, &pb).await;
         let after = self.stack.snapshot();
+        let commits = probe.finish().await;
         self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
         let push = Summary::of(&pipeline::push_ms(&outcome.runs, &self.detections));
         let errors = report::errors(&outcome);
@@ -419,6 +423,7 @@ impl<'a> Session<'a> {
             window,
             outcome,
             cpu: procstat::delta(&before, &after),
+            commits,
             pass,
         });
         Ok(pass)
@@ -448,6 +453,7 @@ impl<'a> Session<'a> {
                 &p.outcome,
                 &traces,
                 &p.cpu,
+                &p.commits,
                 p.pass,
             ));
         }

@@ -1,6 +1,6 @@
 //! The results of one invocation and `docs/benchmarks.md` written from them.
 
-use crate::limits::Limits;
+use crate::limits::{CommitProbe, Limits};
 use crate::load::{Capacity, OpenLoop};
 use crate::pipeline::{self, Trace};
 use crate::stats::{Spread, Summary};
@@ -198,6 +198,9 @@ pub struct PhaseResult {
     /// CPU the hypervisor gave other guests while this one had work (steal), in cores.
     #[serde(default)]
     pub stolen_cores: f64,
+    /// The commit probe's latencies during the phase (`limits::CommitProbe`); none in older runs.
+    #[serde(default)]
+    pub commit_probe_ms: Option<Summary>,
     pub pass: bool,
     #[serde(skip)]
     pub raw: BTreeMap<String, Vec<f64>>,
@@ -239,6 +242,7 @@ pub fn phase_result(
     outcome: &OpenLoop,
     traces: &[Trace],
     cpu: &crate::procstat::Usage,
+    commits: &[f64],
     pass: bool,
 ) -> PhaseResult {
     let (errors, error_kinds) = errors(outcome);
@@ -269,6 +273,7 @@ pub fn phase_result(
         machine_busy_cores: busy_share * cores,
         other_load_cores: (busy_share * cores - ours / wall.max(1e-9)).max(0.0),
         stolen_cores: steal_share * cores,
+        commit_probe_ms: (!commits.is_empty()).then(|| Summary::of(commits)),
         pass,
         raw: hops.into_iter().map(|(k, (_, v))| (k, v)).collect(),
     }
@@ -690,6 +695,20 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
                 spread(ps, |p| p.stolen_cores).fmt(2)
             ),
         );
+        if ps.iter().all(|p| p.commit_probe_ms.is_some()) {
+            let probe = |p: &PhaseResult| p.commit_probe_ms.unwrap_or_default();
+            w(&mut md, String::new());
+            w(
+                &mut md,
+                format!(
+                    "Meanwhile, one durable commit every {} ms on a connection of its own (`CommitProbe`, the floor of the hops that wait for the disk's flush: the relay's round, core-app's commit): p50 {}, p99 {}, max {} ms.",
+                    CommitProbe::EVERY.as_millis(),
+                    spread(ps, |p| probe(p).p50).fmt(2),
+                    spread(ps, |p| probe(p).p99).fmt(2),
+                    spread(ps, |p| probe(p).max).fmt(1)
+                ),
+            );
+        }
         w(&mut md, String::new());
         let file = format!("hops-{}.svg", slug(label));
         let series: Vec<(String, Vec<f64>)> = pipeline::HOPS
