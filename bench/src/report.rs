@@ -394,6 +394,22 @@ fn repeats_clause(results: &Results) -> String {
     format!("; repeated on a fresh stack: {}", each.join(", "))
 }
 
+/// The highest sustainable load and the label of its phases, when confirmed: where loads were
+/// repeated (full mode) only one whose every repeat held counts, not the ramp's single run.
+fn sustainable(results: &Results) -> Option<(f64, String)> {
+    let q = results.max_sustainable_qps?;
+    let label = results.max_sustainable_label.clone().unwrap_or_default();
+    (repeats_held(results).is_empty() || label.starts_with("max ")).then_some((q, label))
+}
+
+/// Said of a run whose repeats confirmed no load: what the ramp held once, and the repeats.
+fn unconfirmed(results: &Results) -> Option<String> {
+    let label = results.max_sustainable_label.clone()?;
+    sustainable(results)
+        .is_none()
+        .then(|| format!("the ramp held {}{}", label.trim_start_matches("ramp "), repeats_clause(results)))
+}
+
 const E2E: &str = "end to end: ready → SSE";
 const PUSH: &str = "push: poll answered → SSE";
 
@@ -532,8 +548,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
     // Targets.
     let at = |label_part: &str| by_level.iter().find(|(l, _)| l.starts_with(label_part)).map(|(_, v)| v.clone());
     let level100 = at("100 offers/s");
-    let max_label = results.max_sustainable_label.clone();
-    let max_phases = max_label.as_ref().and_then(|l| at(l));
+    let max_phases = sustainable(results).and_then(|(_, l)| at(&l));
     w(&mut md, "## Targets".into());
     w(&mut md, String::new());
     w(&mut md, "| target | measured | target value | distance | |".into());
@@ -561,7 +576,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
             ),
         );
     }
-    match (&max_phases, results.max_sustainable_qps) {
+    match (&max_phases, sustainable(results).map(|(q, _)| q)) {
         (Some(ps), Some(q)) => {
             let p99 = spread(ps, |p| hop(p, PUSH).p99);
             w(
@@ -588,7 +603,13 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
                 ),
             );
         }
-        _ => w(&mut md, "| highest sustainable load | no step held | ≥ 200 quotes/s | – | ❌ missed |".into()),
+        _ => match unconfirmed(results) {
+            Some(said) => w(
+                &mut md,
+                format!("| highest sustainable load | not confirmed: {said} | ≥ 200 quotes/s | – | ❌ missed |"),
+            ),
+            None => w(&mut md, "| highest sustainable load | no step held | ≥ 200 quotes/s | – | ❌ missed |".into()),
+        },
     }
     if let Some(i) = &results.intake {
         let base = Spread::of(&i.baseline.iter().map(|c| c.throughput).collect::<Vec<_>>());
@@ -794,17 +815,17 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
         );
         w(&mut md, String::new());
     }
-    match results.max_sustainable_qps {
-        Some(q) => w(
+    match (sustainable(results), unconfirmed(results)) {
+        (Some((q, label)), _) => w(
             &mut md,
             format!(
-                "**Highest sustainable load: {q:.0} quotes/s × 6 insurers = {:.0} offers/s** (the highest load that held: {}{}).",
+                "**Highest sustainable load: {q:.0} quotes/s × 6 insurers = {:.0} offers/s** (the highest load that held: {label}{}).",
                 q * 6.0,
-                results.max_sustainable_label.clone().unwrap_or_default(),
                 repeats_clause(results)
             ),
         ),
-        None => w(&mut md, "**No ramp step held.**".into()),
+        (None, Some(said)) => w(&mut md, format!("**Highest sustainable load: not confirmed** ({said}).")),
+        (None, None) => w(&mut md, "**No ramp step held.**".into()),
     }
     w(&mut md, String::new());
     let cpu_phases: Vec<&PhaseResult> = max_phases.clone().or_else(|| level100.clone()).unwrap_or_default();
@@ -1112,7 +1133,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
             );
             w(&mut md, String::new());
         }
-        if let Some(q) = results.max_sustainable_qps {
+        if let Some((q, _)) = sustainable(results) {
             w(
                 &mut md,
                 format!(
@@ -1255,5 +1276,43 @@ mod tests {
             repeats_clause(&results),
             "; repeated on a fresh stack: 55 quotes/s held in 2 of 3, 49 quotes/s held in 3 of 3"
         );
+    }
+
+    /// A run whose repeats all broke (the ramp held 186 once, every repeated load then broke at
+    /// least once) was reported as sustaining 186 quotes/s.
+    #[test]
+    fn a_load_no_repeat_confirmed_is_not_called_sustainable() {
+        let phase = |label: &str, kind: &str, pass: bool| PhaseResult {
+            label: label.into(),
+            kind: kind.into(),
+            pass,
+            ..PhaseResult::default()
+        };
+        let mut results = Results {
+            max_sustainable_qps: Some(186.0),
+            max_sustainable_label: Some("ramp 186 quotes/s".into()),
+            pipeline: vec![
+                phase("ramp 186 quotes/s", "ramp", true),
+                phase("max 186 quotes/s", "max", false),
+                phase("max 149 quotes/s", "max", true),
+                phase("max 149 quotes/s", "max", false),
+            ],
+            ..Results::default()
+        };
+        assert_eq!(sustainable(&results), None);
+        let said = unconfirmed(&results).unwrap();
+        assert!(
+            said.starts_with("the ramp held 186 quotes/s; repeated on a fresh stack: 186 quotes/s held in 0 of 1"),
+            "{said}"
+        );
+        // Quick mode repeats nothing: the ramp's step is the figure.
+        results.pipeline.retain(|p| p.kind == "ramp");
+        assert_eq!(sustainable(&results), Some((186.0, "ramp 186 quotes/s".into())));
+        // A confirmed load.
+        results.max_sustainable_label = Some("max 149 quotes/s".into());
+        results.max_sustainable_qps = Some(149.0);
+        results.pipeline.push(phase("max 149 quotes/s", "max", true));
+        assert_eq!(sustainable(&results), Some((149.0, "max 149 quotes/s".into())));
+        assert_eq!(unconfirmed(&results), None);
     }
 }
