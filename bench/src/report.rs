@@ -1252,14 +1252,13 @@ mod tests {
         assert_eq!(slug("ramp 25 quotes/s"), "ramp-25-quotes-s");
     }
 
+    /// A phase of `kind` labelled `label` that held or not.
+    fn phase(label: &str, kind: &str, pass: bool) -> PhaseResult {
+        PhaseResult { label: label.into(), kind: kind.into(), pass, ..PhaseResult::default() }
+    }
+
     #[test]
     fn repeats_are_told_per_load_in_the_order_they_ran() {
-        let phase = |label: &str, kind: &str, pass: bool| PhaseResult {
-            label: label.into(),
-            kind: kind.into(),
-            pass,
-            ..PhaseResult::default()
-        };
         let mut results = Results::default();
         assert_eq!(repeats_clause(&results), "", "quick mode repeats nothing");
         results.pipeline = vec![
@@ -1282,12 +1281,6 @@ mod tests {
     /// least once) was reported as sustaining 186 quotes/s.
     #[test]
     fn a_load_no_repeat_confirmed_is_not_called_sustainable() {
-        let phase = |label: &str, kind: &str, pass: bool| PhaseResult {
-            label: label.into(),
-            kind: kind.into(),
-            pass,
-            ..PhaseResult::default()
-        };
         let mut results = Results {
             max_sustainable_qps: Some(186.0),
             max_sustainable_label: Some("ramp 186 quotes/s".into()),
