@@ -210,7 +210,8 @@ fn notified(listener: &mut PgListener) -> bool {
 struct Row {
     id: i64,
     message_key: String,
-    payload: sqlx::types::Json<serde_json::Value>,
+    /// The event's JSON, sent as it is.
+    payload: String,
     created_at: chrono::DateTime<chrono::Utc>,
     traceparent: Option<String>,
 }
@@ -250,14 +251,13 @@ async fn publish_batch(
     if rows.is_empty() {
         return Ok(0);
     }
-    let payloads: Vec<Vec<u8>> = rows.iter().map(|r| serde_json::to_vec(&r.payload.0)).collect::<Result<_, _>>()?;
     // All sends are in flight together; the idempotent producer keeps their order per partition.
-    let sends = rows.iter().zip(&payloads).map(|(row, payload)| {
+    let sends = rows.iter().map(|row| {
         let mut headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
         if let Some(trace) = &row.traceparent {
             headers = headers.insert(Header { key: platform::trace::HEADER, value: Some(trace.as_str()) });
         }
-        let record = FutureRecord::to(topic).key(&row.message_key).payload(payload).headers(headers);
+        let record = FutureRecord::to(topic).key(&row.message_key).payload(&row.payload).headers(headers);
         producer.send(record, Duration::from_secs(0))
     });
     let results = join_all(sends).await;

@@ -260,7 +260,7 @@ impl Harness {
     /// The outbox events of one quote at one insurer.
     async fn events(&self, id: Uuid, insurer: &str) -> Vec<QuoteEvent> {
         let rows: Vec<Json<QuoteEvent>> = sqlx::query_scalar(
-            "SELECT payload FROM outbox WHERE message_key = $1 AND payload->>'insurer' = $2 ORDER BY id",
+            "SELECT payload::jsonb FROM outbox WHERE message_key = $1 AND payload::jsonb->>'insurer' = $2 ORDER BY id",
         )
         .bind(id.to_string())
         .bind(insurer)

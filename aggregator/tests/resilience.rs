@@ -216,7 +216,7 @@ impl Harness {
                 .await
                 .unwrap_or_else(|| panic!("{insurer} task still pending after {within:?}"));
             let rows: Vec<Json<QuoteEvent>> = sqlx::query_scalar(
-                "SELECT payload FROM outbox WHERE message_key = $1 AND payload->>'insurer' = $2 ORDER BY id",
+                "SELECT payload::jsonb FROM outbox WHERE message_key = $1 AND payload::jsonb->>'insurer' = $2 ORDER BY id",
             )
             .bind(id.to_string())
             .bind(insurer)

@@ -304,7 +304,8 @@ impl Write for Finish {
         me: &str,
         finishes: Vec<Self>,
     ) -> sqlx::Result<Vec<Option<QuoteEvent>>> {
-        // The version is the row's, known only inside the statement: the payload gets it there.
+        // The version is the row's, known only inside the statement: it goes between the two
+        // halves of the event's JSON there (`outbox::around_version`).
         // Like the poller's other writes, it commits without waiting for the WAL flush: the relay
         // flushes what it read before publishing it (`relay`), so Kafka never has an outcome a
         // crashed Postgres could lose; an outcome lost before that is polled again.
@@ -312,23 +313,25 @@ impl Write for Finish {
         // The rows are found by key (`= ANY`), not only through the join with the input: a generic
         // plan made while `tasks` was small hash-joined the input with every task of the insurer,
         // and kept doing so as the table grew (251 buffers a call for 2.8 tasks in one profile).
-        let payloads = finishes.iter().map(|f| serde_json::to_string(&f.event)).collect::<Result<Vec<_>, _>>();
-        let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let halves = finishes.iter().map(|f| crate::outbox::around_version(&f.event)).collect::<Result<Vec<_>, _>>();
+        let (heads, tails): (Vec<String>, Vec<String>) =
+            halves.map_err(|e| sqlx::Error::Encode(e.into()))?.into_iter().unzip();
         let rows: Vec<(Uuid, i32)> = sqlx::query_as(
             "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::text[])
-                     AS i(application_id, status, insurer_ref, attempts, event_id, payload, traceparent)
+                 SELECT * FROM unnest($1::uuid[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::text[], $9::text[],
+                                      $10::text[])
+                     AS i(application_id, status, insurer_ref, attempts, event_id, head, tail, traceparent)
              ), finished AS (
                  UPDATE tasks t SET status = i.status::task_status, version = t.version + 1,
                      insurer_ref = COALESCE(i.insurer_ref, t.insurer_ref), attempts = i.attempts,
                      lease_owner = NULL, lease_until = NULL, updated_at = now()
                  FROM input i
                  WHERE t.insurer = $2 AND t.application_id = ANY ($1::uuid[]) AND t.application_id = i.application_id
-                   AND t.lease_owner = $3 AND t.status = $10::task_status
-                 RETURNING t.application_id, t.version, i.event_id, i.payload, i.traceparent
+                   AND t.lease_owner = $3 AND t.status = $11::task_status
+                 RETURNING t.application_id, t.version, i.event_id, i.head, i.tail, i.traceparent
              ), appended AS (
                  INSERT INTO outbox (event_id, message_key, payload, traceparent)
-                 SELECT event_id, application_id::text, jsonb_set(payload::jsonb, '{version}', to_jsonb(version)), traceparent
+                 SELECT event_id, application_id::text, head || version || tail, traceparent
                  FROM finished
              )
              SELECT application_id, version FROM finished",
@@ -340,7 +343,8 @@ impl Write for Finish {
         .bind(finishes.iter().map(|f| f.insurer_ref.as_deref()).collect::<Vec<_>>())
         .bind(finishes.iter().map(|f| i32::try_from(f.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
         .bind(finishes.iter().map(|f| f.event.event_id).collect::<Vec<_>>())
-        .bind(&payloads)
+        .bind(&heads)
+        .bind(&tails)
         .bind(finishes.iter().map(|f| f.trace.to_string()).collect::<Vec<_>>())
         .bind(pending_status())
         .fetch_all(db)
@@ -549,7 +553,7 @@ mod tests {
         }
         // One outbox row per outcome written, keyed by its quote, carrying the row's version.
         let outbox: Vec<(Uuid, String, sqlx::types::Json<QuoteEvent>)> =
-            sqlx::query_as("SELECT event_id, message_key, payload FROM outbox ORDER BY message_key")
+            sqlx::query_as("SELECT event_id, message_key, payload::jsonb FROM outbox ORDER BY message_key")
                 .fetch_all(&pool)
                 .await
                 .unwrap();
