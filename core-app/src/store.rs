@@ -3,7 +3,7 @@
 //! sequence numbers are gap-free and each insurer result is stored exactly once.
 
 use chrono::{DateTime, Utc};
-use domain::events::{InsurerOutcome, QuoteEvent};
+use domain::events::{InsurerOutcome, Offer, QuoteEvent};
 use domain::intake::Accepted;
 use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
@@ -267,13 +267,8 @@ pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> s
         return Ok(Vec::new());
     }
     let columns: Vec<_> = events.iter().map(|e| outcome_columns(&e.outcome)).collect();
-    // The name follows the outcome, whatever the envelope's type says; its text is serde's,
-    // the one the Kafka envelope and the SSE event use.
-    let names: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_value(e.outcome.event_type()).ok().and_then(|v| v.as_str().map(str::to_string)))
-        .map(Option::unwrap_or_default)
-        .collect();
+    // The name follows the outcome, whatever the envelope's type says.
+    let names: Vec<&str> = events.iter().map(|e| e.outcome.event_type().as_str()).collect();
     let payloads = events.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>();
     let payloads = payloads.map_err(|e| sqlx::Error::Encode(e.into()))?;
     let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
@@ -285,8 +280,8 @@ pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> s
     .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| i32::try_from(e.version).unwrap_or(i32::MAX)).collect::<Vec<_>>())
     .bind(columns.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(columns.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
-    .bind(columns.iter().map(|c| c.2.clone()).collect::<Vec<_>>())
+    .bind(columns.iter().map(|c| c.1).collect::<Vec<_>>())
+    .bind(columns.iter().map(|c| c.2).collect::<Vec<_>>())
     .bind(&names)
     .bind(&payloads)
     .bind(events.iter().map(|e| arrival_lock(e.quote_id)).collect::<Vec<_>>())
@@ -306,14 +301,15 @@ pub fn arrival_lock(quote: Uuid) -> i64 {
     quote.as_u64_pair().1 as i64
 }
 
-/// An outcome's `quote_insurers` columns: status, offer, reason.
-fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<Value>, Option<String>) {
+/// An outcome's `quote_insurers` columns: status, offer, reason; borrowed, the offer written
+/// to the database straight from its struct.
+fn outcome_columns(outcome: &InsurerOutcome) -> (&'static str, Option<sqlx::types::Json<&Offer>>, Option<&str>) {
     match outcome {
         InsurerOutcome::Pending => ("pending", None, None),
-        InsurerOutcome::Offer { offer } => ("offer", serde_json::to_value(offer).ok(), None),
-        InsurerOutcome::Declined { reason } => ("declined", None, Some(reason.clone())),
-        InsurerOutcome::Failed { reason } => ("failed", None, Some(reason.clone())),
-        InsurerOutcome::Expired => ("expired", None, Some(EXPIRED_REASON.into())),
+        InsurerOutcome::Offer { offer } => ("offer", Some(sqlx::types::Json(offer)), None),
+        InsurerOutcome::Declined { reason } => ("declined", None, Some(reason)),
+        InsurerOutcome::Failed { reason } => ("failed", None, Some(reason)),
+        InsurerOutcome::Expired => ("expired", None, Some(EXPIRED_REASON)),
     }
 }
 

@@ -60,6 +60,16 @@ pub enum EventType {
     Offer,
 }
 
+impl EventType {
+    /// The name on the wire, serde's: the envelope's `type` and the SSE `event:` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Status => "status",
+            EventType::Offer => "offer",
+        }
+    }
+}
+
 /// The envelope on the wire: Kafka message value, keyed by `quote_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuoteEvent {
@@ -94,6 +104,18 @@ impl QuoteEvent {
             version,
             occurred_at: at,
             outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_types_name_is_the_one_serde_writes() {
+        for kind in [EventType::Status, EventType::Offer] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }
 }
