@@ -206,6 +206,16 @@ pub struct PhaseResult {
     pub raw: BTreeMap<String, Vec<f64>>,
 }
 
+impl PhaseResult {
+    /// CPU-ms a quote of the stack's own processes: the services and the Postgres backends of
+    /// their databases (not the broker or Postgres's shared processes, which others use too, nor
+    /// the load generator).
+    pub fn stack_cpu_ms_per_quote(&self) -> f64 {
+        let own = |k: &str| !k.contains("other") && !matches!(k, "kafka broker" | "load generator" | "baseline");
+        self.cpu_ms_per_quote.iter().filter(|(k, _)| own(k)).map(|(_, v)| v).sum()
+    }
+}
+
 /// Errors of a phase: count and kinds.
 pub fn errors(outcome: &OpenLoop) -> (usize, BTreeMap<String, usize>) {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -771,15 +781,15 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
     w(
         &mut md,
         "| step | offers/s | push p50 | push p99 | end-to-end p99 | errors | late starts | machine busy (cores) | \
-        other load (cores) | stolen (cores) | held |"
+        other load (cores) | stolen (cores) | stack CPU-ms / quote | held |"
             .into(),
     );
-    w(&mut md, "|---|---|---|---|---|---|---|---|---|---|---|".into());
+    w(&mut md, "|---|---|---|---|---|---|---|---|---|---|---|---|".into());
     for p in results.pipeline.iter().filter(|p| p.kind == "ramp") {
         w(
             &mut md,
             format!(
-                "| {:.0} quotes/s | {:.0} | {:.1} | {:.1} | {:.0} | {}{} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {:.0} quotes/s | {:.0} | {:.1} | {:.1} | {:.0} | {}{} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
                 p.quotes_per_s,
                 p.offers_per_s,
                 hop(p, PUSH).p50,
@@ -798,6 +808,7 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
                 p.machine_busy_cores,
                 p.other_load_cores,
                 p.stolen_cores,
+                p.stack_cpu_ms_per_quote(),
                 if p.pass { "yes" } else { "**no**" }
             ),
         );
@@ -844,29 +855,21 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
         w(&mut md, "| process | CPU ms / quote | cores busy |".into());
         w(&mut md, "|---|---|---|".into());
         let names: Vec<String> = cpu_phases[0].cpu_ms_per_quote.keys().cloned().collect();
-        let mut total = Vec::new();
         for name in names {
             let per = spread(&cpu_phases, |p| p.cpu_ms_per_quote.get(&name).copied().unwrap_or(0.0));
             let cores = spread(&cpu_phases, |p| p.cpu_cores.get(&name).copied().unwrap_or(0.0));
             w(&mut md, format!("| {name} | {} | {} |", per.fmt(2), cores.fmt(2)));
         }
-        for p in &cpu_phases {
-            total.push(
-                p.cpu_ms_per_quote
-                    .iter()
-                    .filter(|(k, _)| {
-                        !k.contains("other") && *k != "kafka broker" && *k != "load generator" && *k != "baseline"
-                    })
-                    .map(|(_, v)| v)
-                    .sum::<f64>(),
-            );
-        }
+        let total: Vec<f64> = cpu_phases.iter().map(|p| p.stack_cpu_ms_per_quote()).collect();
         let t = Spread::of(&total);
         w(&mut md, String::new());
         w(
             &mut md,
             format!(
-                "The stack's own processes (services + their Postgres backends) use **{} CPU-ms per quote**; two cores give at most {:.0} such quotes/s if nothing else ran.",
+                "The stack's own processes (services + their Postgres backends) use **{} CPU-ms per quote**; two cores give \
+                at most {:.0} such quotes/s if nothing else ran. That is a figure of this load: the more quotes come, the more \
+                each statement, relay round, Kafka request and consumer round carries, and the less each quote costs (the \
+                ramp's *stack CPU-ms / quote*), paid for in waiting.",
                 t.fmt(1),
                 2000.0 / t.median.max(1e-9)
             ),
@@ -1307,5 +1310,25 @@ mod tests {
         results.pipeline.push(phase("max 149 quotes/s", "max", true));
         assert_eq!(sustainable(&results), Some((149.0, "max 149 quotes/s".into())));
         assert_eq!(unconfirmed(&results), None);
+    }
+
+    #[test]
+    fn a_quotes_stack_cpu_is_the_services_and_their_databases() {
+        let mut p = phase("ramp 20 quotes/s", "ramp", true);
+        let groups = [
+            ("aggregator", 1.0),
+            ("pollers (6)", 2.0),
+            ("core-app", 4.0),
+            ("sandbox", 8.0),
+            ("postgres (aggregator db)", 16.0),
+            ("postgres (core-app db)", 32.0),
+            ("postgres (autovacuum, closed connections)", 64.0),
+            ("postgres (other)", 128.0),
+            ("kafka broker", 256.0),
+            ("load generator", 512.0),
+            ("baseline", 1024.0),
+        ];
+        p.cpu_ms_per_quote = groups.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        assert_eq!(p.stack_cpu_ms_per_quote(), 127.0);
     }
 }
