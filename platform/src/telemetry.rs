@@ -71,19 +71,15 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
 /// fields (the quote, the `trace_id`) under `span`. Every span of ours is a root (`request`,
 /// `task`, `event`, `stream`), so the list of enclosing spans would only repeat `span`, a third
 /// of each line; a span nested in another would need it back to show its parent's fields.
-///
-/// json-subscriber writes the same lines as tracing-subscriber's JSON format, which kept each
-/// span's fields as JSON text and parsed them back into a `serde_json::Value` for every line
-/// written in the span: logging was 7–8 % of core-app's and the pollers' CPU under load.
 fn json_lines<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    json_subscriber::fmt::layer()
+    tracing_subscriber::fmt::layer()
         .with_target(false)
+        .json()
         .flatten_event(true)
-        .with_current_span(true)
         .with_span_list(false)
         .with_writer(writer)
 }
