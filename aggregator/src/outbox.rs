@@ -37,6 +37,7 @@ pub fn around_version(event: &QuoteEvent) -> serde_json::Result<(String, String)
     };
     let tail = json.split_off(at + field.len());
     json.truncate(at + "\"version\":".len());
+    debug_assert!(json.ends_with(",\"version\":"), "the version is a field of the event's own object: {json}");
     Ok((json, tail))
 }
 

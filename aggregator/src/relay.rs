@@ -115,9 +115,10 @@ async fn active(
     // Rows the broker acknowledged and that are not deleted yet: deleted by the next round's
     // read when one follows within `DELETE_LINGER` (one statement a round), else on their own.
     let mut delivered = Vec::new();
-    // Rows deleted since the relay's last vacuum of the outbox, and that vacuum while it runs.
+    // Rows deleted since the relay's last vacuum of the outbox, and that vacuum while it runs
+    // (a set: it ends with the tenure, like a vacuum run between two rounds did).
     let mut deleted = 0;
-    let mut vacuuming: Option<tokio::task::JoinHandle<()>> = None;
+    let mut vacuuming = tokio::task::JoinSet::new();
     loop {
         drain(&mut listener);
         let deleting = delivered.len();
@@ -139,8 +140,9 @@ async fn active(
                 continue;
             }
         };
-        if deleted >= VACUUM_AFTER && vacuuming.as_ref().is_none_or(|v| v.is_finished()) {
-            vacuuming = Some(tokio::spawn(vacuum(pool.clone())));
+        while vacuuming.try_join_next().is_some() {}
+        if deleted >= VACUUM_AFTER && vacuuming.is_empty() {
+            vacuuming.spawn(vacuum(pool.clone()));
             deleted = 0;
         }
         if last_gauge.elapsed() > Duration::from_secs(2) {
@@ -285,17 +287,19 @@ async fn delete(own: &mut sqlx::PgConnection, delivered: &[i64]) -> sqlx::Result
 /// between two of them on the relay's own connection, each vacuum (4–10 ms under load) held back
 /// every row committed meanwhile. A failure only waits for the next one.
 async fn vacuum(pool: PgPool) {
-    let started = Instant::now();
     // Plain text (the simple protocol): nothing to prepare for a statement run once in a while.
     // SKIP_LOCKED: it must not queue behind another vacuum, an ANALYZE or an index build; the
     // next one comes 1 000 rows later. Cutting off an empty end of the file (after a backlog)
     // stays: it takes its lock only when free, and lets go within 20 ms of a writer waiting.
     let vacuumed = match pool.acquire().await {
-        Ok(mut conn) => sqlx::Executor::execute(&mut *conn, "VACUUM (SKIP_LOCKED) outbox").await.map(drop),
+        Ok(mut conn) => {
+            let started = Instant::now();
+            sqlx::Executor::execute(&mut *conn, "VACUUM (SKIP_LOCKED) outbox").await.map(|_| started.elapsed())
+        }
         Err(e) => Err(e),
     };
     match vacuumed {
-        Ok(()) => metrics::histogram!("outbox_vacuum_seconds").record(started.elapsed().as_secs_f64()),
+        Ok(took) => metrics::histogram!("outbox_vacuum_seconds").record(took.as_secs_f64()),
         Err(e) => {
             tracing::warn!(error = %e, "vacuuming the outbox failed");
             metrics::counter!("outbox_relay_errors_total").increment(1);

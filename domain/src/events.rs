@@ -32,6 +32,22 @@ impl InsurerOutcome {
         !matches!(self, InsurerOutcome::Pending)
     }
 
+    /// This outcome with every NUL character taken out of the insurer's texts (a reason, an
+    /// offer's reference): Postgres's `text` and `jsonb` cannot hold one, and an event refused by
+    /// a consumer's database would hold up every event behind it.
+    pub fn storable(self) -> Self {
+        let clean = |text: String| if text.contains('\0') { text.replace('\0', "") } else { text };
+        match self {
+            InsurerOutcome::Declined { reason } => InsurerOutcome::Declined { reason: clean(reason) },
+            InsurerOutcome::Failed { reason } => InsurerOutcome::Failed { reason: clean(reason) },
+            InsurerOutcome::Offer { mut offer } => {
+                offer.insurer_reference = clean(offer.insurer_reference);
+                InsurerOutcome::Offer { offer }
+            }
+            other => other,
+        }
+    }
+
     /// The SSE event name and envelope `type` for this outcome.
     pub fn event_type(&self) -> EventType {
         match self {
@@ -70,7 +86,9 @@ impl EventType {
     }
 }
 
-/// The envelope on the wire: Kafka message value, keyed by `quote_id`.
+/// The envelope on the wire: Kafka message value, keyed by `quote_id`. The order of the fields
+/// matters to the aggregator's outbox, which writes `version` into the JSON text: only ids, the
+/// type and the insurer's name may come before it (`aggregator::outbox::around_version`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuoteEvent {
     /// Unique per event; consumers deduplicate by it.
@@ -111,6 +129,15 @@ impl QuoteEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outcome_is_stored_without_the_nul_characters_of_an_insurers_texts() {
+        let failed = InsurerOutcome::Failed { reason: "rejected: HTTP 422: bad\0 VIN\0".into() }.storable();
+        assert_eq!(failed, InsurerOutcome::Failed { reason: "rejected: HTTP 422: bad VIN".into() });
+        let declined = InsurerOutcome::Declined { reason: "\0".into() }.storable();
+        assert_eq!(declined, InsurerOutcome::Declined { reason: String::new() });
+        assert_eq!(InsurerOutcome::Expired.storable(), InsurerOutcome::Expired);
+    }
 
     #[test]
     fn an_event_types_name_is_the_one_serde_writes() {

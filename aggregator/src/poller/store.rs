@@ -183,7 +183,7 @@ impl Finish {
             application_id,
             insurer_ref: insurer_ref.map(str::to_string),
             attempts,
-            event: QuoteEvent::new(application_id, insurer, 0, outcome, Utc::now()),
+            event: QuoteEvent::new(application_id, insurer, 0, outcome.storable(), Utc::now()),
             trace: *trace,
         }
     }
@@ -820,5 +820,27 @@ mod tests {
         // premise); with them, by index — as it must once the table is large.
         assert!(sequential[0] > 0, "the plain session's claim scanned tasks {} times", sequential[0]);
         assert_eq!(sequential[1], 0, "the poller's claim scanned tasks {} times", sequential[1]);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_whose_reason_holds_a_nul_character_is_written_without_it() {
+        // Postgres's text and jsonb refuse the character; core-app's database would refuse the
+        // event and hold up every one behind it.
+        let (pool, _) = database_with_tasks("nul_reason", 0, &["alfa"], 0.0).await;
+        let id = pending(&pool, "alfa", -1.0).await;
+        let claimed = claim(&pool, "alfa", "me", Duration::from_secs(10), 8, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(claimed.tasks.len(), 1);
+        let outcome = InsurerOutcome::Declined { reason: "no\0 cover".into() };
+        let finish = Finish::new("alfa", id, None, 1, outcome, &TraceParent::root());
+        let mut conn = pool.acquire().await.unwrap();
+        let event = write_all(&mut conn, "alfa", "me", vec![finish]).await.unwrap().remove(0).unwrap();
+        assert_eq!(event.outcome, InsurerOutcome::Declined { reason: "no cover".into() });
+        let stored: String =
+            sqlx::query_scalar("SELECT payload::jsonb ->> 'reason' FROM outbox WHERE message_key = $1")
+                .bind(id.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, "no cover");
     }
 }
