@@ -187,12 +187,18 @@ fn trace_of(message: &BorrowedMessage<'_>) -> TraceParent {
     TraceParent::from_header(header.as_deref())
 }
 
-/// Retries while the database is unavailable: an event is never skipped.
+/// Retries while the database is unavailable: an event is skipped only when the database
+/// refuses what it holds ([`store::refuses`]), since retried it would hold up every event behind
+/// it for good.
 async fn apply_until_stored(pool: &PgPool, event: &QuoteEvent) -> Applied {
     let mut wait = Duration::from_millis(100);
     loop {
         match store::apply(pool, event).await {
             Ok(applied) => return applied,
+            Err(e) if store::refuses(&e) => {
+                tracing::error!(error = %e, quote = %event.quote_id, event_id = %event.event_id, "event refused by the database; skipped");
+                return Applied::Refused;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, quote = %event.quote_id, "storing event failed; retrying");
                 tokio::time::sleep(wait).await;

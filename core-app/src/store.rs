@@ -34,6 +34,8 @@ pub enum Applied {
     Late,
     /// The quote has no such insurer.
     UnknownInsurer,
+    /// The database refused what the event holds ([`refuses`]): skipped, not retried.
+    Refused,
 }
 
 impl Applied {
@@ -51,6 +53,7 @@ impl Applied {
             Applied::Early => "early",
             Applied::Late => "late",
             Applied::UnknownInsurer => "unknown_insurer",
+            Applied::Refused => "refused",
         }
     }
 
@@ -65,6 +68,17 @@ impl Applied {
             ("unknown_insurer", _) => Applied::UnknownInsurer,
             _ => return Err(sqlx::Error::Decode(format!("apply_events answered {label:?} ({seq:?})").into())),
         })
+    }
+}
+
+/// Whether `error` refuses an event for what it holds — a data exception (SQLSTATE class 22: a
+/// character Postgres cannot store, a number out of range) or a value that cannot be encoded —
+/// which no retry changes.
+pub fn refuses(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| code.starts_with("22")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
     }
 }
 

@@ -20,6 +20,28 @@ fn accepted(id: Uuid) -> Accepted {
     }
 }
 
+/// Writes `events` to `topic`, each keyed by its quote, in order.
+async fn produce(topic: &str, events: &[QuoteEvent]) {
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", testkit::kafka_brokers()).create().unwrap();
+    for event in events {
+        let payload = serde_json::to_vec(event).unwrap();
+        let key = event.quote_id.to_string();
+        producer.send(FutureRecord::to(topic).key(&key).payload(&payload), Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+/// core-app's consumer of `topic` in a group of its own, running until the sender is used.
+fn start_consumer(pool: &sqlx::PgPool, topic: &str) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let consumer = core_app::consumer::consumer(&testkit::kafka_brokers(), &testkit::unique_name("round"), topic)
+        .expect("consumer");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(core_app::consumer::run(pool.clone(), consumer, async {
+        let _ = stopped.await;
+    }));
+    (stop, running)
+}
+
 #[tokio::test]
 async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
     let prometheus = platform::metrics::install();
@@ -33,8 +55,6 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
     }
 
     // The backlog is in Kafka before the consumer starts, so its first rounds take many at once.
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", testkit::kafka_brokers()).create().unwrap();
     let declined = |id, version, reason: &str| {
         QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
     };
@@ -45,18 +65,8 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
         let alfa = declined(id, 2, "no");
         backlog.extend([alfa.clone(), alfa, declined(id, 1, "stale"), failed(id)]);
     }
-    for event in &backlog {
-        let payload = serde_json::to_vec(event).unwrap();
-        let key = event.quote_id.to_string();
-        producer.send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(5)).await.unwrap();
-    }
-
-    let consumer = core_app::consumer::consumer(&testkit::kafka_brokers(), &testkit::unique_name("round"), &topic)
-        .expect("consumer");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(core_app::consumer::run(pool.clone(), consumer, async {
-        let _ = stopped.await;
-    }));
+    produce(&topic, &backlog).await;
+    let (stop, running) = start_consumer(&pool, &topic);
     let early =
         || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM early_events").fetch_one(&pool).await.unwrap() };
     let completed = || async {
@@ -98,6 +108,47 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
     let text = prometheus.render();
     let completed = text.lines().find_map(|l| l.strip_prefix("quotes_completed_total ")).map(str::trim);
     assert_eq!(completed, Some("20"), "{text}");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+/// An event the database refuses for what it holds (here a NUL character, which Postgres's text
+/// cannot store) is skipped and counted, not retried forever: the events behind it are applied.
+#[tokio::test]
+async fn an_event_the_database_refuses_is_skipped_and_the_rest_applied() {
+    let prometheus = platform::metrics::install();
+    let (pool, _) = testkit::fresh_database("consumer_refused").await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    let topic = testkit::fresh_topic("quote_events_refused", 1).await;
+    let id = Uuid::new_v4();
+    store::create(&pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+    let refused = InsurerOutcome::Declined { reason: "no\0 cover".into() };
+    let events = [
+        QuoteEvent::new(id, "alfa", 1, refused, chrono::Utc::now()),
+        QuoteEvent::new(id, "ingos", 1, InsurerOutcome::Failed { reason: "down".into() }, chrono::Utc::now()),
+    ];
+    produce(&topic, &events).await;
+    let (stop, running) = start_consumer(&pool, &topic);
+    let statuses = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT insurer, status FROM quote_insurers WHERE quote_id = $1 ORDER BY insurer",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while statuses().await.iter().any(|(insurer, status)| insurer == "ingos" && status == "pending") {
+        assert!(std::time::Instant::now() < until, "the event behind the refused one was not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let want = [("alfa".to_string(), "pending".to_string()), ("ingos".to_string(), "failed".to_string())];
+    assert_eq!(statuses().await, want);
+    let text = prometheus.render();
+    let refused =
+        text.lines().find(|l| l.starts_with("quote_events_consumed_total{") && l.contains("result=\"refused\""));
+    assert_eq!(refused.and_then(|l| l.rsplit(' ').next()), Some("1"), "{text}");
     stop.send(()).unwrap();
     running.await.unwrap();
 }
