@@ -291,13 +291,13 @@ async fn vacuum(pool: PgPool) {
     // SKIP_LOCKED: it must not queue behind another vacuum, an ANALYZE or an index build; the
     // next one comes 1 000 rows later. Cutting off an empty end of the file (after a backlog)
     // stays: it takes its lock only when free, and lets go within 20 ms of a writer waiting.
-    let vacuumed = match pool.acquire().await {
-        Ok(mut conn) => {
-            let started = Instant::now();
-            sqlx::Executor::execute(&mut *conn, "VACUUM (SKIP_LOCKED) outbox").await.map(|_| started.elapsed())
-        }
-        Err(e) => Err(e),
-    };
+    let vacuumed: sqlx::Result<Duration> = async {
+        let mut conn = pool.acquire().await?;
+        let started = Instant::now();
+        sqlx::Executor::execute(&mut *conn, "VACUUM (SKIP_LOCKED) outbox").await?;
+        Ok(started.elapsed())
+    }
+    .await;
     match vacuumed {
         Ok(took) => metrics::histogram!("outbox_vacuum_seconds").record(took.as_secs_f64()),
         Err(e) => {

@@ -20,6 +20,13 @@ fn accepted(id: Uuid) -> Accepted {
     }
 }
 
+/// A migrated database and a one-partition topic of their own.
+async fn database_and_topic(name: &str) -> (sqlx::PgPool, String) {
+    let (pool, _) = testkit::fresh_database(name).await;
+    core_app::MIGRATOR.run(&pool).await.unwrap();
+    (pool, testkit::fresh_topic(&format!("quote_events_{name}"), 1).await)
+}
+
 /// Writes `events` to `topic`, each keyed by its quote, in order.
 async fn produce(topic: &str, events: &[QuoteEvent]) {
     let producer: FutureProducer =
@@ -45,9 +52,7 @@ fn start_consumer(pool: &sqlx::PgPool, topic: &str) -> (tokio::sync::oneshot::Se
 #[tokio::test]
 async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
     let prometheus = platform::metrics::install();
-    let (pool, _) = testkit::fresh_database("consumer").await;
-    core_app::MIGRATOR.run(&pool).await.unwrap();
-    let topic = testkit::fresh_topic("quote_events", 1).await;
+    let (pool, topic) = database_and_topic("consumer").await;
     let quotes: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     // The last quote is stored only after its events were consumed: they wait as early events.
     for &id in &quotes[..19] {
@@ -117,9 +122,7 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
 #[tokio::test]
 async fn an_event_the_database_refuses_is_skipped_and_the_rest_applied() {
     let prometheus = platform::metrics::install();
-    let (pool, _) = testkit::fresh_database("consumer_refused").await;
-    core_app::MIGRATOR.run(&pool).await.unwrap();
-    let topic = testkit::fresh_topic("quote_events_refused", 1).await;
+    let (pool, topic) = database_and_topic("consumer_refused").await;
     let id = Uuid::new_v4();
     store::create(&pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
     let refused = InsurerOutcome::Declined { reason: "no\0 cover".into() };
