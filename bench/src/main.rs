@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
     // A report written again from raw data touches no database.
     if !matches!(command, Command::Report { .. }) {
-        statements::Tracking::ensure_off(&admin_url()).await;
+        statements::Tracking::ensure_off(&testkit::pg_admin_url()).await;
     }
     let (quick, doc, results, bin, parts) = match command {
         Command::Run { quick, doc, results, bin, parts } => (quick, doc, results, bin, parts),
@@ -787,12 +787,6 @@ async fn fanout(stack: &mut Stack, plan: &Plan, env: &Env) -> anyhow::Result<Fan
     })
 }
 
-/// The cluster's superuser URL (`scripts/infra.sh env` exports it).
-fn admin_url() -> String {
-    std::env::var("OSAGO_PG_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into())
-}
-
 /// What every command needs: the binaries, the cluster and broker, and a results folder named
 /// by the time and `name`.
 fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Result<Env> {
@@ -816,7 +810,7 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         let mut session = Session::new(&mut stack).await?;
         let vins = AtomicU64::new(rand_seed());
         session.warm_up(&vins).await?;
-        tracking = statements::Tracking::start(&admin_url())
+        tracking = statements::Tracking::start(&testkit::pg_admin_url())
             .await
             .inspect_err(|why| eprintln!("warning: no per-statement costs: {why}"))
             .ok();

@@ -7,8 +7,10 @@ use domain::events::{InsurerOutcome, Offer, QuoteEvent};
 use domain::intake::{Accepted, AssignedInsurer};
 use domain::money::Money;
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -276,4 +278,44 @@ async fn a_round_finds_duplicates_by_index_with_plans_made_while_the_log_was_emp
     assert_eq!(applied, [Applied::Stored { seq: 20002, completed: false }]);
     // By the event id's index, a few pages; read whole, every page of 20 000 events.
     assert!(reads < 30, "looking for the event's duplicate read {reads} pages of the log");
+}
+
+#[tokio::test]
+async fn a_services_session_plans_each_statement_of_a_round_once() {
+    let (pool, url) = fresh_pool().await;
+    // pg_stat_statements counts the plans of a function's statements for a session that asks
+    // for it, and only a superuser may ask; the rounds run on that session, set up as core-app's.
+    let database = PgConnectOptions::from_str(&url).unwrap().get_database().unwrap().to_string();
+    let admin = PgConnectOptions::from_str(&testkit::pg_admin_url()).unwrap().database(&database);
+    let mut conn = PgConnection::connect_with(&platform::db::planned_by_key(admin)).await.unwrap();
+    for setting in [
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        "SET pg_stat_statements.track = 'all'",
+        "SET pg_stat_statements.track_planning = on",
+    ] {
+        sqlx::query(setting).execute(&mut conn).await.unwrap();
+    }
+    let rounds = 12;
+    for _ in 0..rounds / 2 {
+        let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
+        // The last completes the quote (`complete_quote`'s statements run in the round too).
+        for (insurer, outcome) in [("alfa", offer("ALFA-1")), ("vsk", offer("VSK-1"))] {
+            let applied = store::apply_all(&mut conn, &[&event(quote, insurer, 1, outcome)]).await.unwrap();
+            assert!(matches!(applied[..], [Applied::Stored { .. }]), "{applied:?}");
+        }
+    }
+
+    let statements: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT query, calls, plans FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("pg_stat_statements is preloaded by scripts/infra.sh");
+    let write = statements.iter().find(|(query, ..)| query.starts_with("WITH insurer AS"));
+    assert!(write.is_some_and(|&(_, calls, _)| calls == rounds), "the event's write, once a round: {statements:?}");
+    // PL/pgSQL's simple expressions are planned once each and never run as statements: every
+    // literal `out_applied := ...` counts as one more plan of the same text.
+    let replanned: Vec<_> = statements.iter().filter(|&&(_, calls, plans)| calls > 0 && plans > 1).collect();
+    assert!(replanned.is_empty(), "statements planned more than once: {replanned:?}");
 }

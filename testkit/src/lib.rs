@@ -18,6 +18,13 @@ pub fn pg_url() -> String {
     std::env::var("OSAGO_PG_URL").unwrap_or_else(|_| "postgres://osago:osago@127.0.0.1:55432/osago".into())
 }
 
+/// The cluster's superuser URL (`scripts/infra.sh env` exports it), for what only a superuser
+/// may do: load an extension, set a superuser-only setting.
+pub fn pg_admin_url() -> String {
+    std::env::var("OSAGO_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:55432/postgres".into())
+}
+
 /// The Kafka bootstrap servers of the local broker.
 pub fn kafka_brokers() -> String {
     std::env::var("OSAGO_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:59092".into())

@@ -82,27 +82,14 @@ const CLAIM_GAP: Duration = Duration::from_millis(40);
 /// Tries of a write-back before the step gives up and lets the lease run out.
 const WRITE_TRIES: u32 = 3;
 
-/// The session settings of a poller's database connections.
-///
-/// - `synchronous_commit = off`: a claim, progress, a heartbeat or an outcome lost with a
-///   crashed Postgres is redone (the task is still pending and is polled again), so those
-///   commits need not wait for the WAL flush; the relay flushes an outcome's event before it
-///   leaves for Kafka.
-/// - `enable_seqscan = off`: every statement of a poller finds its rows by key or through
-///   `tasks_due`. A prepared statement keeps the generic plan it settled on until the next
-///   ANALYZE, and on a new database a plan made while `tasks` was a few pages read it whole —
-///   cheapest then, and kept while the table grew, until autovacuum first analysed it.
-/// - `plan_cache_mode = force_generic_plan`: the batch of outcomes (`store::write_all`) was
-///   planned at every call, 279 µs a plan against 304 µs running it at 110 quotes/s: knowing
-///   its arrays' sizes, each custom plan looked cheaper than the generic one, so the plan
-///   cache never settled on that. The generic plans of every poller statement are the ones the
-///   store's tests check.
+/// The session settings of a poller's database connections: its statements find their rows by
+/// key or through `tasks_due`, each planned once ([`platform::db::planned_by_key`]; the store's
+/// tests check their plans), and `synchronous_commit = off`: a claim, progress, a heartbeat or
+/// an outcome lost with a crashed Postgres is redone (the task is still pending and is polled
+/// again), so those commits need not wait for the WAL flush; the relay flushes an outcome's
+/// event before it leaves for Kafka.
 pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
-    options.options([
-        ("synchronous_commit", "off"),
-        ("enable_seqscan", "off"),
-        ("plan_cache_mode", "force_generic_plan"),
-    ])
+    platform::db::planned_by_key(options).options([("synchronous_commit", "off")])
 }
 
 /// Everything a poller needs.
