@@ -61,9 +61,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = platform::telemetry::init("core-app");
     let args = Args::parse();
-    // The name `pg_stat_activity` shows for each connection: who holds them.
-    let options = args.database_url.parse::<sqlx::postgres::PgConnectOptions>()?.application_name("core-app");
-    let options = platform::db::planned_by_key(options);
+    let options = core_app::store::session_options(args.database_url.parse()?);
     let pool = platform::db::pool_options(args.db_pool_size)
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)

@@ -9,10 +9,6 @@ use std::time::Duration;
 /// Drops what finished quotes created before `cutoff` no longer need; returns how many quotes.
 pub async fn purge(pool: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
-    // The one statement of core-app that reads a table whole (no index on `created_at`: an
-    // hourly purge does not pay for one on every insert); the service's sessions discourage
-    // that (`platform::db::planned_by_key`), which would make it walk the primary key instead.
-    sqlx::query("SET LOCAL enable_seqscan = on").execute(&mut *tx).await?;
     let quotes: Vec<uuid::Uuid> = sqlx::query_scalar(
         "UPDATE quotes SET idempotency_key = NULL, request_hash = '\\x'::bytea
          WHERE completed_at IS NOT NULL AND created_at < $1 AND octet_length(request_hash) > 0 RETURNING id",

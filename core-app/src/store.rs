@@ -9,8 +9,15 @@ use platform::group_commit::{GroupCommit, Limits};
 use platform::trace::TraceParent;
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
+
+/// The session settings of core-app's database connections: its statements find their rows by
+/// key, each planned once ([`platform::db::planned_by_key`]), named for `pg_stat_activity`.
+pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
+    platform::db::planned_by_key(options.application_name("core-app"))
+}
 
 /// NOTIFY channel of quotes with new events; every replica listens. The payload is
 /// `<quote> <seq> <name> <data>`, or the quote id alone when the event is too large for a

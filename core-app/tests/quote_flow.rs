@@ -24,7 +24,17 @@ async fn create(base: &str, body: &Value, key: Option<&str>) -> reqwest::Respons
 }
 
 async fn follow(base: &str, events_url: &str) -> sse::Received {
-    sse::read(&format!("{base}{events_url}"), None, Duration::from_secs(30)).await
+    read(&format!("{base}{events_url}"), None, Duration::from_secs(30)).await
+}
+
+/// `sse_streams_open` is one gauge per process: a test that waits for it to count its own stream
+/// holds this exclusively, and every other stream is read holding it shared.
+static STREAMS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A stream read to its end ([`sse::read`]), in turn with a test reading the gauge.
+async fn read(url: &str, last_event_id: Option<&str>, within: Duration) -> sse::Received {
+    let _turn = STREAMS.read().await;
+    sse::read(url, last_event_id, within).await
 }
 
 #[tokio::test]
@@ -85,13 +95,12 @@ async fn a_quote_streams_every_insurer_result_then_completes() {
 
     // Resuming after the second event replays only what followed it; after the last, nothing.
     let resumed =
-        sse::read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some("2"), Duration::from_secs(5)).await;
+        read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some("2"), Duration::from_secs(5)).await;
     let resumed_ids: Vec<i64> = resumed.events.iter().map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect();
     assert_eq!(resumed_ids, ids[2..].to_vec());
     let last_id = ids.last().unwrap().to_string();
     let over =
-        sse::read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some(&last_id), Duration::from_secs(5))
-            .await;
+        read(&format!("{}/api/v1/quotes/{id}/events", stack.core_url), Some(&last_id), Duration::from_secs(5)).await;
     assert_eq!(over.status, 204, "a finished stream tells the browser not to reconnect");
 }
 
@@ -125,7 +134,9 @@ async fn an_event_id_past_the_latest_resumes_after_the_latest() {
     let alfa = QuoteEvent::new(quote, "alfa", 1, InsurerOutcome::Declined { reason: "no".into() }, chrono::Utc::now());
     core_app::store::apply(&stack.core_pool, &alfa).await.unwrap();
 
-    // A made-up id (i64::MAX, which once overflowed the stream's arithmetic) on the live quote.
+    // A made-up id (i64::MAX, which once overflowed the stream's arithmetic) on the live quote:
+    // opened before the quote completes, which the gauge shows once no other test's stream counts.
+    let _gauge = STREAMS.write().await;
     let url = format!("{}/api/v1/quotes/{quote}/events", stack.core_url);
     let beyond =
         tokio::spawn(async move { sse::read(&url, Some(&i64::MAX.to_string()), Duration::from_secs(30)).await });

@@ -24,8 +24,8 @@ pub fn pool_options(max: u32) -> PgPoolOptions {
     })
 }
 
-/// Session settings for a service whose every statement finds its rows by key or index, planned
-/// once per connection.
+/// Session settings for a service whose statements find their rows by key or index, each planned
+/// once per connection. (A migration that rewrites data row by row would want its own session.)
 ///
 /// - `enable_seqscan = off`: a generic plan is kept until the next ANALYZE of its tables, and on
 ///   a new database one made while a table was a few pages read it whole — cheapest then, and

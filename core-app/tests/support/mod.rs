@@ -96,7 +96,10 @@ impl Stack {
         let sandbox_addr = sandbox::App::build(config).spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let (aggregator_pool, _) = testkit::fresh_database("agg").await;
         aggregator::db::MIGRATOR.run(&aggregator_pool).await.unwrap();
-        let (core_pool, _) = testkit::fresh_database("core").await;
+        // Connected as core-app connects (its session settings), not as the tests' helper does.
+        let (_, core_url) = testkit::fresh_database("core").await;
+        let options = core_app::store::session_options(core_url.parse().unwrap());
+        let core_pool = platform::db::pool_options(16).connect_with(options).await.unwrap();
         core_app::MIGRATOR.run(&core_pool).await.unwrap();
         let topic = testkit::fresh_topic("quote_events", 3).await;
         let (stop, _) = watch::channel(false);
