@@ -13,8 +13,10 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::{JoinError, JoinHandle};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -65,14 +67,31 @@ pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Quote
 }
 
 /// Processes messages until `shutdown` resolves, then commits what was processed.
+///
+/// Up to [`IN_FLIGHT`] rounds run at once, each on a connection of its own: a round spends much
+/// of its time waiting for its commit to reach the disk, and the next one is applied meanwhile
+/// instead of waiting behind it. Rounds in flight together hold no quote in common (a round
+/// sharing one waits for those before it), so each quote's events are applied in the log's
+/// order and two rounds never wait for each other's row locks. Offsets are stored in the log's
+/// order, each once its round has committed.
 pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    // Rounds run one at a time: on a connection of their own, no pool pings it after each.
-    let rounds = Dedicated::of(&pool);
+    // On connections of their own, no pool pings one after each round.
+    let lanes: Vec<Arc<Dedicated>> = (0..IN_FLIGHT).map(|_| Arc::new(Dedicated::of(&pool))).collect();
+    let mut started = 0usize;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         let first = tokio::select! {
             _ = &mut shutdown => break,
             m = consumer.recv() => m,
+            // A round ending while no message comes has its offsets stored at once.
+            ended = async { (&mut in_flight.front_mut().expect("a round in flight").running).await },
+                if !in_flight.is_empty() =>
+            {
+                let round = in_flight.pop_front().expect("a round in flight");
+                store_offsets(&consumer, &round.offsets, ended);
+                continue;
+            }
         };
         let first = match first {
             Ok(m) => m,
@@ -94,53 +113,104 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
                 None => break,
             }
         }
-        apply_batch(&rounds, &pool, &batch).await;
-        // Offsets only after every event of the round is committed to the database.
-        for message in &batch {
-            if let Err(e) = consumer.store_offset_from_message(message) {
-                tracing::warn!(error = %e, "storing offset failed");
-            }
+        let round = Round::read(&batch);
+        drop(batch);
+        // A round waits for every round before it that holds one of its quotes (and so for
+        // those before that one), and for the oldest when all lanes are taken.
+        let shared = in_flight.iter().rposition(|running| !running.quotes.is_disjoint(&round.quotes));
+        let wait_for = shared.map_or(0, |i| i + 1).max((in_flight.len() + 1).saturating_sub(IN_FLIGHT));
+        for running in in_flight.drain(..wait_for) {
+            let ended = running.running.await;
+            store_offsets(&consumer, &running.offsets, ended);
         }
+        let lane = lanes[started % IN_FLIGHT].clone();
+        started = started.wrapping_add(1);
+        let (quotes, offsets) = (round.quotes.clone(), round.offsets.clone());
+        let pool = pool.clone();
+        let running = tokio::spawn(async move { apply_round(&lane, &pool, round).await });
+        in_flight.push_back(InFlight { running, quotes, offsets });
+    }
+    for running in in_flight {
+        let ended = running.running.await;
+        store_offsets(&consumer, &running.offsets, ended);
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::warn!(error = %e, "final offset commit failed");
     }
 }
 
-/// Applies one round of messages in order within a quote (the message key), as the log has
-/// them, in one database call: under load, each round trip waited for the CPU, and a slow
-/// round left a larger one behind it. Should that call fail, the round is applied again event
-/// by event (applying is idempotent) on `pool`, concurrently across quotes.
-async fn apply_batch(rounds: &Dedicated, pool: &PgPool, batch: &[BorrowedMessage<'_>]) {
-    let mut quotes: Vec<Vec<Traced>> = Vec::new();
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
-    for message in batch {
-        match message.payload().map(serde_json::from_slice::<QuoteEvent>) {
-            Some(Ok(event)) => {
-                let slot = *index.entry(event.quote_id).or_insert_with(|| {
-                    quotes.push(Vec::new());
-                    quotes.len() - 1
-                });
-                let trace = trace_of(message);
-                let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
-                platform::trace::span_in(&span, &trace);
-                quotes[slot].push(Traced { event, span });
-            }
-            // A message we cannot read will not become readable; skip it loudly.
-            _ => {
-                metrics::counter!("quote_events_consumed_total", "result" => "unreadable").increment(1);
-                tracing::error!(
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    "unreadable quote event skipped"
-                );
-            }
+/// Rounds applied at once at most ([`run`]).
+const IN_FLIGHT: usize = 2;
+
+/// A round being applied: its task, its quotes and the offsets to store once it has committed.
+struct InFlight {
+    running: JoinHandle<()>,
+    quotes: HashSet<Uuid>,
+    offsets: Vec<(String, i32, i64)>,
+}
+
+/// Stores a committed round's offsets. A round's panic is the consumer's, as when rounds ran on
+/// its own task: going on would store a later round's offsets, which cover this one's events.
+fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], ended: Result<(), JoinError>) {
+    // Nothing cancels a round: its error is a panic.
+    ended.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    for (topic, partition, offset) in offsets {
+        if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+            tracing::warn!(error = %e, "storing offset failed");
         }
     }
-    let events: Vec<&Traced> = quotes.iter().flatten().collect();
+}
+
+/// A round of messages, read: the events of each quote in the log's order, the quotes, and the
+/// messages' offsets (those of unreadable messages too).
+struct Round {
+    events: Vec<Vec<Traced>>,
+    quotes: HashSet<Uuid>,
+    offsets: Vec<(String, i32, i64)>,
+}
+
+impl Round {
+    /// Reads `batch`; a message that cannot be read is skipped loudly (it will not become
+    /// readable).
+    fn read(batch: &[BorrowedMessage<'_>]) -> Self {
+        let mut events: Vec<Vec<Traced>> = Vec::new();
+        let mut index: HashMap<Uuid, usize> = HashMap::new();
+        for message in batch {
+            match message.payload().map(serde_json::from_slice::<QuoteEvent>) {
+                Some(Ok(event)) => {
+                    let slot = *index.entry(event.quote_id).or_insert_with(|| {
+                        events.push(Vec::new());
+                        events.len() - 1
+                    });
+                    let trace = trace_of(message);
+                    let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
+                    platform::trace::span_in(&span, &trace);
+                    events[slot].push(Traced { event, span });
+                }
+                _ => {
+                    metrics::counter!("quote_events_consumed_total", "result" => "unreadable").increment(1);
+                    tracing::error!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "unreadable quote event skipped"
+                    );
+                }
+            }
+        }
+        let offsets = batch.iter().map(|m| (m.topic().to_string(), m.partition(), m.offset())).collect();
+        Round { events, quotes: index.into_keys().collect(), offsets }
+    }
+}
+
+/// Applies a round in the log's order within each quote, in one database call on `lane`:
+/// under load, each round trip waited for the CPU, and a slow round left a larger one behind
+/// it. Should that call fail, the round is applied again event by event (applying is
+/// idempotent) on `pool`, concurrently across quotes.
+async fn apply_round(lane: &Dedicated, pool: &PgPool, round: Round) {
+    let events: Vec<&Traced> = round.events.iter().flatten().collect();
     if !events.is_empty() {
-        let round: Vec<&QuoteEvent> = events.iter().map(|traced| &traced.event).collect();
-        match rounds.run(async |conn| store::apply_all(conn, &round).await).await {
+        let batch: Vec<&QuoteEvent> = events.iter().map(|traced| &traced.event).collect();
+        match lane.run(async |conn| store::apply_all(conn, &batch).await).await {
             Ok(applied) => {
                 events.iter().zip(applied).for_each(|(traced, applied)| traced.done(applied));
                 return;
@@ -150,7 +220,7 @@ async fn apply_batch(rounds: &Dedicated, pool: &PgPool, batch: &[BorrowedMessage
             }
         }
     }
-    join_all(quotes.iter().map(|events| async move {
+    join_all(round.events.iter().map(|events| async move {
         for traced in events {
             let applied = apply_until_stored(pool, &traced.event).instrument(traced.span.clone()).await;
             traced.done(applied);

@@ -155,3 +155,69 @@ async fn an_event_the_database_refuses_is_skipped_and_the_rest_applied() {
     stop.send(()).unwrap();
     running.await.unwrap();
 }
+
+/// A round waiting for the database (here for a quote's row, locked by another transaction) does
+/// not hold up the quotes of the round after it; an event of its own quote waits for it, and is
+/// applied after it.
+#[tokio::test]
+async fn a_round_waiting_for_the_database_holds_up_only_its_own_quotes() {
+    let (pool, topic) = database_and_topic("consumer_lanes").await;
+    let (held, free) = (Uuid::new_v4(), Uuid::new_v4());
+    for id in [held, free] {
+        store::create(&pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+    }
+    // No quote completes here: the test binary's other tests count completions.
+    let declined = |id, version, reason: &str| {
+        QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
+    };
+    let events = |id| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT seq, data->>'reason' FROM quote_events WHERE quote_id = $1 ORDER BY seq",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let waiting_for_a_lock = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM quotes WHERE id = $1 FOR UPDATE").bind(held).execute(&mut *lock).await.unwrap();
+    let (stop, running) = start_consumer(&pool, &topic);
+
+    produce(&topic, &[declined(held, 1, "first")]).await;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while waiting_for_a_lock().await == 0 {
+        assert!(std::time::Instant::now() < until, "the held quote's round never reached its lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    produce(&topic, &[declined(free, 1, "free")]).await;
+    while events(free).await.is_empty() {
+        assert!(std::time::Instant::now() < until, "the free quote's event waited behind the held one's round");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(events(held).await, [], "the held quote is still locked");
+
+    // The held quote's next result comes in a round of its own, which waits for the one before:
+    // applied first, it would leave the first result stale, never stored.
+    produce(&topic, &[declined(held, 2, "second")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.rollback().await.unwrap();
+    while events(held).await.len() < 2 {
+        assert!(std::time::Instant::now() < until, "the held quote's events were not applied once it was free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let want = [(1, "first".to_string()), (2, "second".to_string())];
+    assert_eq!(events(held).await, want, "in the log's order");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
