@@ -72,8 +72,13 @@ pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Quote
 /// of its time waiting for its commit to reach the disk, and the next one is applied meanwhile
 /// instead of waiting behind it. Rounds in flight together hold no quote in common (a round
 /// sharing one waits for those before it), so each quote's events are applied in the log's
-/// order and two rounds never wait for each other's row locks. Offsets are stored in the log's
-/// order, each once its round has committed.
+/// order and two rounds never wait for each other's row locks. So a round waiting for the
+/// database lets the one after it through, unless they share a quote, and holds up the rest.
+/// Offsets are stored in the log's order, each once its round has committed.
+///
+/// A rebalance may take partitions away while two rounds are in flight: their offsets are not
+/// stored yet, so the partitions' next owner applies their events again (recognised by event
+/// id, no result twice) and storing them here fails with a warning.
 pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     // On connections of their own, no pool pings one after each round.
@@ -139,8 +144,8 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
     }
 }
 
-/// Rounds applied at once at most ([`run`]).
-const IN_FLIGHT: usize = 2;
+/// Rounds applied at once at most ([`run`]), each on a connection outside the pool.
+pub const IN_FLIGHT: usize = 2;
 
 /// A round being applied: its task, its quotes and the offsets to store once it has committed.
 struct InFlight {
@@ -152,8 +157,11 @@ struct InFlight {
 /// Stores a committed round's offsets. A round's panic is the consumer's, as when rounds ran on
 /// its own task: going on would store a later round's offsets, which cover this one's events.
 fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], ended: Result<(), JoinError>) {
-    // Nothing cancels a round: its error is a panic.
-    ended.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    match ended {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a round ended unapplied: {e}"),
+    }
     for (topic, partition, offset) in offsets {
         if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
             tracing::warn!(error = %e, "storing offset failed");
@@ -162,7 +170,7 @@ fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], 
 }
 
 /// A round of messages, read: the events of each quote in the log's order, the quotes, and the
-/// messages' offsets (those of unreadable messages too).
+/// last offset of each partition (an unreadable message's too).
 struct Round {
     events: Vec<Vec<Traced>>,
     quotes: HashSet<Uuid>,
@@ -197,7 +205,13 @@ impl Round {
                 }
             }
         }
-        let offsets = batch.iter().map(|m| (m.topic().to_string(), m.partition(), m.offset())).collect();
+        let mut last: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in batch {
+            let offset = last.entry((m.topic(), m.partition())).or_insert(m.offset());
+            *offset = (*offset).max(m.offset());
+        }
+        let offsets =
+            last.into_iter().map(|((topic, partition), offset)| (topic.to_string(), partition, offset)).collect();
         Round { events, quotes: index.into_keys().collect(), offsets }
     }
 }

@@ -60,9 +60,6 @@ async fn a_backlog_is_applied_together_exactly_as_one_by_one() {
     }
 
     // The backlog is in Kafka before the consumer starts, so its first rounds take many at once.
-    let declined = |id, version, reason: &str| {
-        QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
-    };
     let failed =
         |id| QuoteEvent::new(id, "ingos", 1, InsurerOutcome::Failed { reason: "down".into() }, chrono::Utc::now());
     let mut backlog = Vec::new();
@@ -156,68 +153,110 @@ async fn an_event_the_database_refuses_is_skipped_and_the_rest_applied() {
     running.await.unwrap();
 }
 
-/// A round waiting for the database (here for a quote's row, locked by another transaction) does
-/// not hold up the quotes of the round after it; an event of its own quote waits for it, and is
-/// applied after it.
-#[tokio::test]
-async fn a_round_waiting_for_the_database_holds_up_only_its_own_quotes() {
-    let (pool, topic) = database_and_topic("consumer_lanes").await;
-    let (held, free) = (Uuid::new_v4(), Uuid::new_v4());
-    for id in [held, free] {
-        store::create(&pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+/// Two quotes' rows stored, the first locked by another transaction until it is rolled back.
+struct HeldQuote {
+    pool: sqlx::PgPool,
+    held: Uuid,
+    other: Uuid,
+    lock: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl HeldQuote {
+    async fn new(pool: &sqlx::PgPool) -> Self {
+        let (held, other) = (Uuid::new_v4(), Uuid::new_v4());
+        for id in [held, other] {
+            store::create(pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
+        }
+        let mut lock = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM quotes WHERE id = $1 FOR UPDATE").bind(held).execute(&mut *lock).await.unwrap();
+        HeldQuote { pool: pool.clone(), held, other, lock: Some(lock) }
     }
-    // No quote completes here: the test binary's other tests count completions.
-    let declined = |id, version, reason: &str| {
-        QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
-    };
-    let events = |id| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_as::<_, (i64, String)>(
-                "SELECT seq, data->>'reason' FROM quote_events WHERE quote_id = $1 ORDER BY seq",
-            )
+
+    /// Lets the held quote go.
+    async fn release(&mut self) {
+        self.lock.take().expect("held").rollback().await.unwrap();
+    }
+
+    /// The quote's stored results: sequence number and reason. No quote completes here: the
+    /// test binary's other tests count completions.
+    async fn events(&self, id: Uuid) -> Vec<(i64, String)> {
+        sqlx::query_as("SELECT seq, data->>'reason' FROM quote_events WHERE quote_id = $1 ORDER BY seq")
             .bind(id)
-            .fetch_all(&pool)
+            .fetch_all(&self.pool)
             .await
             .unwrap()
-        }
-    };
-    let waiting_for_a_lock = || async {
-        sqlx::query_scalar::<_, i64>(
+    }
+
+    /// Sessions of this database waiting for a lock.
+    async fn lock_waiters(&self) -> i64 {
+        sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
-        .fetch_one(&pool)
+        .fetch_one(&self.pool)
         .await
         .unwrap()
-    };
-    let mut lock = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM quotes WHERE id = $1 FOR UPDATE").bind(held).execute(&mut *lock).await.unwrap();
+    }
+
+    /// Waits (30 s at most) until `done` holds.
+    async fn until<F: Future<Output = bool>>(&self, what: &str, done: impl Fn() -> F) {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while !done().await {
+            assert!(std::time::Instant::now() < until, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn declined(id: Uuid, version: u32, reason: &str) -> QuoteEvent {
+    QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
+}
+
+/// A round waiting for the database (here for a quote's row, locked by another transaction) does
+/// not hold up the round after it when they share no quote.
+#[tokio::test]
+async fn a_round_waiting_for_the_database_lets_the_next_through() {
+    let (pool, topic) = database_and_topic("consumer_lanes").await;
+    let mut q = HeldQuote::new(&pool).await;
     let (stop, running) = start_consumer(&pool, &topic);
 
-    produce(&topic, &[declined(held, 1, "first")]).await;
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    while waiting_for_a_lock().await == 0 {
-        assert!(std::time::Instant::now() < until, "the held quote's round never reached its lock");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    produce(&topic, &[declined(free, 1, "free")]).await;
-    while events(free).await.is_empty() {
-        assert!(std::time::Instant::now() < until, "the free quote's event waited behind the held one's round");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(events(held).await, [], "the held quote is still locked");
+    produce(&topic, &[declined(q.held, 1, "first")]).await;
+    q.until("the held quote's round never reached its lock", || async { q.lock_waiters().await == 1 }).await;
+    produce(&topic, &[declined(q.other, 1, "free")]).await;
+    q.until("the free quote's event waited behind the held one's round", || async {
+        !q.events(q.other).await.is_empty()
+    })
+    .await;
+    assert_eq!(q.events(q.held).await, [], "the held quote is still locked");
 
-    // The held quote's next result comes in a round of its own, which waits for the one before:
-    // applied first, it would leave the first result stale, never stored.
-    produce(&topic, &[declined(held, 2, "second")]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lock.rollback().await.unwrap();
-    while events(held).await.len() < 2 {
-        assert!(std::time::Instant::now() < until, "the held quote's events were not applied once it was free");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let want = [(1, "first".to_string()), (2, "second".to_string())];
-    assert_eq!(events(held).await, want, "in the log's order");
+    q.release().await;
+    q.until("the held quote's event was not applied once it was free", || async { !q.events(q.held).await.is_empty() })
+        .await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+/// A round sharing a quote with one waiting for the database waits for it: applied first, its
+/// newer result would leave the older one stale, never stored.
+#[tokio::test]
+async fn a_round_sharing_a_quote_with_one_waiting_for_the_database_waits_for_it() {
+    let (pool, topic) = database_and_topic("consumer_shared").await;
+    let mut q = HeldQuote::new(&pool).await;
+    // Both in Kafka before the consumer starts, so they make one round, the held quote first.
+    produce(&topic, &[declined(q.held, 1, "held"), declined(q.other, 1, "first")]).await;
+    let (stop, running) = start_consumer(&pool, &topic);
+    q.until("the round never reached the held quote's lock", || async { q.lock_waiters().await == 1 }).await;
+    assert_eq!(q.events(q.other).await, [], "the round waits at the held quote, before the other");
+
+    produce(&topic, &[declined(q.other, 2, "second")]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(q.events(q.other).await, [], "the other quote's next result waits for the round holding its first");
+    assert_eq!(q.lock_waiters().await, 1, "and does not wait for a lock of its own");
+
+    q.release().await;
+    q.until("the rounds were not applied once the quote was free", || async { q.events(q.other).await.len() == 2 })
+        .await;
+    assert_eq!(q.events(q.other).await, [(1, "first".to_string()), (2, "second".to_string())], "in the log's order");
+    assert_eq!(q.events(q.held).await, [(1, "held".to_string())]);
     stop.send(()).unwrap();
     running.await.unwrap();
 }
