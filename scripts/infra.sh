@@ -35,6 +35,11 @@ PG_SUPERUSER_PASSWORD=postgres
 PG_APP_USER=osago
 PG_APP_PASSWORD=osago
 PG_APP_DB=osago
+# glibc's malloc gives a backend's freed heap back to the kernel once its top exceeds a
+# threshold that adapts to the largest block freed, and takes it back page fault by page fault
+# at the next statement: under load 7 % of core-app's database CPU went into brk and its
+# faults (bench/FINDINGS.md, twentieth pass). These keep up to 32 MiB a backend instead.
+PG_MALLOC_TUNABLES=glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=33554432:glibc.malloc.top_pad=4194304
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 INFRA_SRC="$REPO_ROOT/infra"
@@ -353,7 +358,7 @@ pg_up() {
     pg_remove_stale_socket_locks
     pg_write_config
     say "starting PostgreSQL on $HOST:$PG_PORT…"
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 8>&- 9>&-; then
+    if ! as_pg env GLIBC_TUNABLES="$PG_MALLOC_TUNABLES" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 8>&- 9>&-; then
       show_log_tail "$PG_LOG"
       die "PostgreSQL failed to start"
     fi
