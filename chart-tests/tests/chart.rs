@@ -887,3 +887,15 @@ fn the_readme_kubernetes_section_matches_the_chart() {
         }
     }
 }
+
+/// The chart's Postgres runs with the malloc settings the local stack's does (scripts/infra.sh),
+/// which the benchmarks measured.
+#[test]
+fn postgres_keeps_its_heap_as_the_local_stack_does() {
+    let script = std::fs::read_to_string(repo_root().join("scripts/infra.sh")).unwrap();
+    let local =
+        script.lines().find_map(|l| l.strip_prefix("PG_MALLOC_TUNABLES=")).expect("PG_MALLOC_TUNABLES in infra.sh");
+    let objects = render(None, &[]);
+    let env = env_of(find(&objects, "StatefulSet", "osago-postgresql"));
+    assert_eq!(env.get("GLIBC_TUNABLES").and_then(Value::as_str), Some(local));
+}

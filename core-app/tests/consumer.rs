@@ -196,16 +196,10 @@ impl HeldQuote {
         .await
         .unwrap()
     }
-
-    /// Waits (30 s at most) until `done` holds.
-    async fn until<F: Future<Output = bool>>(&self, what: &str, done: impl Fn() -> F) {
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while !done().await {
-            assert!(std::time::Instant::now() < until, "{what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
+
+/// How long a test waits for the consumer.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn declined(id: Uuid, version: u32, reason: &str) -> QuoteEvent {
     QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
@@ -220,17 +214,22 @@ async fn a_round_waiting_for_the_database_lets_the_next_through() {
     let (stop, running) = start_consumer(&pool, &topic);
 
     produce(&topic, &[declined(q.held, 1, "first")]).await;
-    q.until("the held quote's round never reached its lock", || async { q.lock_waiters().await == 1 }).await;
+    testkit::eventually("the held quote's round never reached its lock", WAIT, || async {
+        q.lock_waiters().await == 1
+    })
+    .await;
     produce(&topic, &[declined(q.other, 1, "free")]).await;
-    q.until("the free quote's event waited behind the held one's round", || async {
+    testkit::eventually("the free quote's event waited behind the held one's round", WAIT, || async {
         !q.events(q.other).await.is_empty()
     })
     .await;
     assert_eq!(q.events(q.held).await, [], "the held quote is still locked");
 
     q.release().await;
-    q.until("the held quote's event was not applied once it was free", || async { !q.events(q.held).await.is_empty() })
-        .await;
+    testkit::eventually("the held quote's event was not applied once it was free", WAIT, || async {
+        !q.events(q.held).await.is_empty()
+    })
+    .await;
     stop.send(()).unwrap();
     running.await.unwrap();
 }
@@ -244,7 +243,10 @@ async fn a_round_sharing_a_quote_with_one_waiting_for_the_database_waits_for_it(
     // Both in Kafka before the consumer starts, so they make one round, the held quote first.
     produce(&topic, &[declined(q.held, 1, "held"), declined(q.other, 1, "first")]).await;
     let (stop, running) = start_consumer(&pool, &topic);
-    q.until("the round never reached the held quote's lock", || async { q.lock_waiters().await == 1 }).await;
+    testkit::eventually("the round never reached the held quote's lock", WAIT, || async {
+        q.lock_waiters().await == 1
+    })
+    .await;
     assert_eq!(q.events(q.other).await, [], "the round waits at the held quote, before the other");
 
     produce(&topic, &[declined(q.other, 2, "second")]).await;
@@ -253,8 +255,10 @@ async fn a_round_sharing_a_quote_with_one_waiting_for_the_database_waits_for_it(
     assert_eq!(q.lock_waiters().await, 1, "and does not wait for a lock of its own");
 
     q.release().await;
-    q.until("the rounds were not applied once the quote was free", || async { q.events(q.other).await.len() == 2 })
-        .await;
+    testkit::eventually("the rounds were not applied once the quote was free", WAIT, || async {
+        q.events(q.other).await.len() == 2
+    })
+    .await;
     assert_eq!(q.events(q.other).await, [(1, "first".to_string()), (2, "second".to_string())], "in the log's order");
     assert_eq!(q.events(q.held).await, [(1, "held".to_string())]);
     stop.send(()).unwrap();

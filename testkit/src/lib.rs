@@ -127,6 +127,22 @@ pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
     name
 }
 
+/// Polls `check` every 50 ms until it holds; panics after `limit`. Returns the time it took.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -291,21 +291,7 @@ impl Stack {
     }
 }
 
-/// Polls `check` every 50 ms until it holds; panics after `limit`. Returns the time it took.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use testkit::eventually;
 
 /// The example request of a 2023 car, starting in a week; `n` makes the licence (and so the
 /// application) distinct.
