@@ -12,6 +12,7 @@ pub mod stack;
 pub mod statements;
 pub mod stats;
 pub mod svg;
+pub mod tables;
 
 /// Wall-clock microseconds since the epoch: the one clock every process on this machine
 /// shares (Postgres `now()`, Kafka timestamps, the sandbox, the load generator).

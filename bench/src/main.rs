@@ -9,6 +9,7 @@ use bench::report::{self, BrokerWarmUp, FanOut, Http2Streams, Intake, Machine, P
 use bench::stack::{Env, Stack};
 use bench::statements;
 use bench::stats::Summary;
+use bench::tables::{self, AGGREGATOR_DB, CORE_DB};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
@@ -190,27 +191,27 @@ async fn main() -> anyhow::Result<()> {
                 results.pipeline.iter().filter(|p| p.kind == "ramp" && p.pass).map(|p| p.quotes_per_s).collect();
             candidates.sort_by(|a, b| b.total_cmp(a));
             candidates.dedup();
-            let mut stack = start_stack(&env, "max").await?;
-            let mut session = Session::new(&mut stack).await?;
-            session.warm_up(&vins).await?;
             // Confirmed by its repeats, or not at all: the ramp's step alone is one run.
             results.max_sustainable_qps = None;
             for qps in candidates.into_iter().take(MAX_LEVELS_REPEATED) {
+                // Each level on a stack of its own: one that broke leaves a backlog and its dead
+                // rows behind, and the level below would be judged on that, not on its own load.
+                let mut stack = start_stack(&env, "max").await?;
+                let mut session = Session::new(&mut stack).await?;
+                session.warm_up(&vins).await?;
                 let label = format!("max {qps:.0} quotes/s");
                 let mut all_held = true;
                 for rep in 0..plan.reps_at_max {
                     all_held &= session.phase(&label, "max", rep, qps, plan.window, &vins).await?;
                 }
+                results.pipeline.extend(session.finish(&env).await?);
+                stack.stop().await;
                 if all_held {
                     results.max_sustainable_qps = Some(qps);
                     results.max_sustainable_label = Some(label);
                     break;
                 }
-                // The backlog of the repeats that broke drains before the next level starts.
-                tokio::time::sleep(Duration::from_secs(10)).await;
             }
-            results.pipeline.extend(session.finish(&env).await?);
-            stack.stop().await;
         }
         save(&out, "pipeline.json", &results.pipeline)?;
     }
@@ -313,6 +314,7 @@ struct RawPhase {
     cpu: procstat::Usage,
     /// Latencies of the commit probe that ran alongside (ms).
     commits: Vec<f64>,
+    tables: BTreeMap<String, tables::Left>,
     pass: bool,
 }
 
@@ -396,9 +398,15 @@ impl<'a> Session<'a> {
         self.stack.check_alive()?;
         let pb = bar(0, &format!("{label} #{}", rep + 1));
         let probe = CommitProbe::start(&format!("{}/osago", pg_base())).await?;
+        let tables_before = self.tables().await;
         let before: Snapshot = self.stack.snapshot();
         let outcome = load::open_loop(&self.client, &self.stack.core_url, qps, window, 20_000, vins, &pb).await;
         let after = self.stack.snapshot();
+        let tables = tables_before
+            .into_iter()
+            .zip(self.tables().await)
+            .filter_map(|((name, before), (_, after))| Some((name, tables::Left::between(before?, after?))))
+            .collect();
         let commits = probe.finish().await;
         self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
         let push = Summary::of(&pipeline::push_ms(&outcome.runs, &self.detections));
@@ -426,9 +434,19 @@ impl<'a> Session<'a> {
             outcome,
             cpu: procstat::delta(&before, &after),
             commits,
+            tables,
             pass,
         });
         Ok(pass)
+    }
+
+    /// Each of the stack's databases' tables now, by the name the report gives the database.
+    async fn tables(&self) -> Vec<(String, Option<tables::Tables>)> {
+        let mut out = Vec::new();
+        for (name, db) in [(CORE_DB, &self.stack.core_db), (AGGREGATOR_DB, &self.stack.agg_db)] {
+            out.push((name.to_string(), tables::read(&format!("{}/{db}", pg_base())).await));
+        }
+        out
     }
 
     /// Joins every source and summarises each phase.
@@ -445,7 +463,7 @@ impl<'a> Session<'a> {
             let traces = pipeline::join(&p.outcome.runs, &self.detections, &kafka, &core, &notifies);
             let name = format!("{}-{}-{}-{}", self.stack.id, i, p.kind, p.rep);
             write_traces(&env.out.join(format!("traces-{name}.csv")), &traces)?;
-            out.push(report::phase_result(
+            let mut result = report::phase_result(
                 &p.label,
                 &p.kind,
                 p.rep,
@@ -457,7 +475,9 @@ impl<'a> Session<'a> {
                 &p.cpu,
                 &p.commits,
                 p.pass,
-            ));
+            );
+            result.tables = p.tables.clone();
+            out.push(result);
         }
         Ok(out)
     }
@@ -802,7 +822,7 @@ fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Resu
 async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: String) -> anyhow::Result<()> {
     let env = base_env(&results, bin, &label)?;
     let mut stack = start_stack(&env, "prof").await?;
-    let dbs = [("aggregator database", stack.agg_db.clone()), ("core-app database", stack.core_db.clone())];
+    let dbs = [(AGGREGATOR_DB, stack.agg_db.clone()), (CORE_DB, stack.core_db.clone())];
     // Outside the block, so that tracking is turned off however the profile ends.
     let mut tracking = None;
     let outcome = async {

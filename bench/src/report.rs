@@ -201,6 +201,9 @@ pub struct PhaseResult {
     /// The commit probe's latencies during the phase (`limits::CommitProbe`); none in older runs.
     #[serde(default)]
     pub commit_probe_ms: Option<Summary>,
+    /// Each database's tables at the phase's end, and autovacuum runs during it; none in older runs.
+    #[serde(default)]
+    pub tables: BTreeMap<String, crate::tables::Left>,
     pub pass: bool,
     #[serde(skip)]
     pub raw: BTreeMap<String, Vec<f64>>,
@@ -285,6 +288,7 @@ pub fn phase_result(
         other_load_cores: (busy_share * cores - ours / wall.max(1e-9)).max(0.0),
         stolen_cores: steal_share * cores,
         commit_probe_ms: (!commits.is_empty()).then(|| Summary::of(commits)),
+        tables: BTreeMap::new(),
         pass,
         raw: hops.into_iter().map(|(k, (_, v))| (k, v)).collect(),
     }
@@ -395,14 +399,14 @@ fn repeats_held(results: &Results) -> Vec<(String, usize, usize)> {
     levels
 }
 
-/// The repeats as a clause: "; repeated on a fresh stack: 55 quotes/s held in 2 of 3, …".
+/// The repeats as a clause: "; repeated, each on a fresh stack: 55 quotes/s held in 2 of 3, …".
 fn repeats_clause(results: &Results) -> String {
     let levels = repeats_held(results);
     if levels.is_empty() {
         return String::new();
     }
     let each: Vec<String> = levels.iter().map(|(l, held, of)| format!("{l} held in {held} of {of}")).collect();
-    format!("; repeated on a fresh stack: {}", each.join(", "))
+    format!("; repeated, each on a fresh stack: {}", each.join(", "))
 }
 
 /// The highest sustainable load and the label of its phases, when confirmed: where loads were
@@ -460,6 +464,29 @@ fn probe_maxima(phases: &[&PhaseResult]) -> String {
     } else {
         format!("; longest durable commit meanwhile {} ms", maxima.join(", "))
     }
+}
+
+/// The tables each run of a level left: dead rows at its end and autovacuum runs during it, per
+/// database. `None` for runs made before they were recorded.
+fn tables_line(phases: &[&PhaseResult]) -> Option<String> {
+    let names: Vec<&String> = phases.first()?.tables.keys().collect();
+    if names.is_empty() || phases.iter().any(|p| p.tables.len() != names.len()) {
+        return None;
+    }
+    let each: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let runs: Vec<String> = phases
+                .iter()
+                .map(|p| {
+                    let t = p.tables[*name];
+                    format!("{} dead of {} ({} autovacuum runs)", t.dead_rows, t.live_rows + t.dead_rows, t.autovacuums)
+                })
+                .collect();
+            format!("{name} {}", runs.join(", "))
+        })
+        .collect();
+    Some(format!("Row versions at each run's end: {}.", each.join("; ")))
 }
 
 fn status(ok: bool) -> &'static str {
@@ -756,6 +783,10 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
                 ),
             );
         }
+        if let Some(line) = tables_line(ps) {
+            w(&mut md, String::new());
+            w(&mut md, line);
+        }
         w(&mut md, String::new());
         let file = format!("hops-{}.svg", slug(label));
         let series: Vec<(String, Vec<f64>)> = pipeline::HOPS
@@ -790,7 +821,8 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
         After the first step that does not hold, one more step runs halfway (geometrically) between it and the \
         last that held. In full mode, the highest step that held is then repeated on a fresh stack with longer \
         windows; it is the highest sustainable load only if every repeat holds too, else the step below is \
-        repeated (at most three steps)."
+        repeated on another fresh stack (at most three steps), so that no level inherits the backlog of one \
+        that broke."
             .into(),
     );
     w(&mut md, String::new());
@@ -1277,6 +1309,26 @@ mod tests {
     }
 
     #[test]
+    fn a_level_tells_the_rows_each_run_left_and_runs_from_before_the_record_tell_nothing() {
+        use crate::tables::{AGGREGATOR_DB, CORE_DB, Left};
+        let mut first = phase("max 186 quotes/s", "max", true);
+        let mut second = first.clone();
+        first.tables.insert(CORE_DB.into(), Left { live_rows: 900, dead_rows: 100, autovacuums: 0 });
+        first.tables.insert(AGGREGATOR_DB.into(), Left { live_rows: 10, dead_rows: 5, autovacuums: 1 });
+        second.tables.insert(CORE_DB.into(), Left { live_rows: 1500, dead_rows: 4000, autovacuums: 2 });
+        second.tables.insert(AGGREGATOR_DB.into(), Left { live_rows: 20, dead_rows: 0, autovacuums: 0 });
+        assert_eq!(
+            tables_line(&[&first, &second]).unwrap(),
+            "Row versions at each run's end: aggregator database 5 dead of 15 (1 autovacuum runs), 0 dead of 20 \
+             (0 autovacuum runs); core-app database 100 dead of 1000 (0 autovacuum runs), 4000 dead of 5500 (2 \
+             autovacuum runs)."
+        );
+        let old = phase("max 186 quotes/s", "max", true);
+        assert_eq!(tables_line(&[&old, &old]), None);
+        assert_eq!(tables_line(&[&first, &old]), None, "a level with a run unrecorded says nothing");
+    }
+
+    #[test]
     fn repeats_are_told_per_load_in_the_order_they_ran() {
         let mut results = Results::default();
         assert_eq!(repeats_clause(&results), "", "quick mode repeats nothing");
@@ -1292,7 +1344,7 @@ mod tests {
         assert_eq!(repeats_held(&results), [("55 quotes/s".to_string(), 2, 3), ("49 quotes/s".to_string(), 3, 3)]);
         assert_eq!(
             repeats_clause(&results),
-            "; repeated on a fresh stack: 55 quotes/s held in 2 of 3, 49 quotes/s held in 3 of 3"
+            "; repeated, each on a fresh stack: 55 quotes/s held in 2 of 3, 49 quotes/s held in 3 of 3"
         );
     }
 
@@ -1314,7 +1366,9 @@ mod tests {
         assert_eq!(sustainable(&results), None);
         let said = unconfirmed(&results).unwrap();
         assert!(
-            said.starts_with("the ramp held 186 quotes/s; repeated on a fresh stack: 186 quotes/s held in 0 of 1"),
+            said.starts_with(
+                "the ramp held 186 quotes/s; repeated, each on a fresh stack: 186 quotes/s held in 0 of 1"
+            ),
             "{said}"
         );
         // Quick mode repeats nothing: the ramp's step is the figure.
