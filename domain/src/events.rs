@@ -48,6 +48,17 @@ impl InsurerOutcome {
         }
     }
 
+    /// The outcome's `status` on the wire, which both services' databases store too.
+    pub fn status(&self) -> &'static str {
+        match self {
+            InsurerOutcome::Pending => "pending",
+            InsurerOutcome::Offer { .. } => "offer",
+            InsurerOutcome::Declined { .. } => "declined",
+            InsurerOutcome::Failed { .. } => "failed",
+            InsurerOutcome::Expired => "expired",
+        }
+    }
+
     /// The SSE event name and envelope `type` for this outcome.
     pub fn event_type(&self) -> EventType {
         match self {
@@ -129,6 +140,19 @@ impl QuoteEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outcomes_status_is_the_one_on_the_wire() {
+        let outcomes = [
+            InsurerOutcome::Pending,
+            InsurerOutcome::Declined { reason: "no".into() },
+            InsurerOutcome::Failed { reason: "down".into() },
+            InsurerOutcome::Expired,
+        ];
+        for outcome in outcomes {
+            assert_eq!(serde_json::to_value(&outcome).unwrap()["status"], outcome.status());
+        }
+    }
 
     #[test]
     fn an_outcome_is_stored_without_the_nul_characters_of_an_insurers_texts() {

@@ -339,7 +339,7 @@ impl Write for Finish {
         .bind(finishes.iter().map(|f| f.application_id).collect::<Vec<_>>())
         .bind(insurer)
         .bind(me)
-        .bind(finishes.iter().map(|f| status_of(&f.event.outcome)).collect::<Vec<_>>())
+        .bind(finishes.iter().map(|f| f.event.outcome.status()).collect::<Vec<_>>())
         .bind(finishes.iter().map(|f| f.insurer_ref.as_deref()).collect::<Vec<_>>())
         .bind(finishes.iter().map(|f| i32::try_from(f.attempts).unwrap_or(i32::MAX)).collect::<Vec<_>>())
         .bind(finishes.iter().map(|f| f.event.event_id).collect::<Vec<_>>())
@@ -398,18 +398,7 @@ pub async fn release_all(pool: &PgPool, insurer: &str, me: &str) -> sqlx::Result
 /// ANALYZE of a new database, where the two cost the same, and each write walked every pending
 /// entry of its insurer (60–85 buffers a call against 7–18).
 fn pending_status() -> &'static str {
-    status_of(&InsurerOutcome::Pending)
-}
-
-/// The `task_status` of an outcome.
-fn status_of(outcome: &InsurerOutcome) -> &'static str {
-    match outcome {
-        InsurerOutcome::Pending => "pending",
-        InsurerOutcome::Offer { .. } => "offer",
-        InsurerOutcome::Declined { .. } => "declined",
-        InsurerOutcome::Failed { .. } => "failed",
-        InsurerOutcome::Expired => "expired",
-    }
+    InsurerOutcome::Pending.status()
 }
 
 #[cfg(test)]
