@@ -7,7 +7,6 @@ pub mod consumer;
 pub mod deadline;
 pub mod hub;
 pub mod retention;
-pub mod round;
 mod server;
 pub mod store;
 pub mod web;

@@ -2,7 +2,6 @@
 //! log that SSE streams replay. Every change to a quote happens under its row lock, so
 //! sequence numbers are gap-free and each insurer result is stored exactly once.
 
-use crate::round::{self, Entry, InsurerState, Plan, QuoteState};
 use chrono::{DateTime, Utc};
 use domain::events::{InsurerOutcome, Offer, QuoteEvent};
 use domain::intake::Accepted;
@@ -11,8 +10,7 @@ use platform::trace::TraceParent;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Acquire, PgPool, Postgres};
-use std::collections::HashMap;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// The session settings of core-app's database connections: its statements find their rows by
@@ -277,154 +275,16 @@ pub fn count_completed(quotes: u64) {
 /// Applies one event from the aggregator exactly once, in its own transaction.
 pub async fn apply(pool: &PgPool, event: &QuoteEvent) -> sqlx::Result<Applied> {
     let applied = apply_all(pool, &[event]).await?;
-    applied.into_iter().next().ok_or_else(|| sqlx::Error::Decode("a round answered nothing".into()))
+    applied.into_iter().next().ok_or_else(|| sqlx::Error::Decode("apply_events answered nothing".into()))
 }
 
-/// Applies events in the order given, each exactly once, in one transaction (its own on a pool
-/// or a connection, a savepoint in the caller's); answers for each, in the same order.
-///
-/// The quotes are locked first, in id order, then their insurers and the logged event ids are
-/// read (after the locks, so what is decided on is what the previous holder committed),
-/// [`round::plan`] decides every event, and one statement writes the whole round and pushes it.
-/// A statement per round, not per event: under load a round's time went into each statement's
-/// start-up and the CPU it waited for. Events of quotes not stored yet take `apply_events`
-/// (migration 0004), one by one, which waits for a quote being stored right now.
-pub async fn apply_all<'c>(
-    db: impl Acquire<'c, Database = Postgres>,
-    events: &[&QuoteEvent],
-) -> sqlx::Result<Vec<Applied>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tx = db.begin().await?;
-    let mut ids: Vec<Uuid> = events.iter().map(|e| e.quote_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked: Vec<(Uuid, i64, bool)> = sqlx::query_as(
-        "SELECT id, next_seq, completed_at IS NOT NULL FROM quotes WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut quotes: HashMap<Uuid, QuoteState> = locked
-        .into_iter()
-        .map(|(id, next_seq, completed)| (id, QuoteState { next_seq, completed, insurers: Vec::new() }))
-        .collect();
-    let insurers: Vec<(Uuid, String, String, String, i32)> = sqlx::query_as(
-        "SELECT quote_id, insurer, display_name, status, version FROM quote_insurers WHERE quote_id = ANY($1)",
-    )
-    .bind(quotes.keys().copied().collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    for (quote, insurer, display_name, status, version) in insurers {
-        if let Some(q) = quotes.get_mut(&quote) {
-            q.insurers.push(InsurerState { insurer, display_name, status, version });
-        }
-    }
-    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM quote_events WHERE event_id = ANY($1)")
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-    let plan = round::plan(events, quotes, &seen.into_iter().collect());
-    write_round(&mut tx, &plan).await?;
-    let rest: Vec<&QuoteEvent> =
-        events.iter().zip(&plan.answers).filter(|(_, answer)| answer.is_none()).map(|(e, _)| *e).collect();
-    let mut rest = apply_each(&mut tx, &rest).await?.into_iter();
-    tx.commit().await?;
-    plan.answers
-        .into_iter()
-        .map(|answer| answer.or_else(|| rest.next()))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| sqlx::Error::Decode("a round answered fewer events than it was given".into()))
-}
-
-/// Writes a round's plan in one statement: the log's new entries, the insurers and quotes they
-/// change, and a notification per entry, in the plan's order. Each update also names its rows'
-/// keys as an array: the plan a session keeps is made at its first round, on nearly empty
-/// tables, and there it joins the round's rows to a scan of the whole index, which grows with
-/// the table; the array bounds that scan to the round's rows, whatever the join.
-async fn write_round(tx: &mut sqlx::PgConnection, plan: &Plan<'_>) -> sqlx::Result<()> {
-    if plan.appends.is_empty() {
-        return Ok(());
-    }
-    let entries: Vec<_> = plan
-        .appends
-        .iter()
-        .map(|a| match &a.entry {
-            Entry::Event { event, display_name } => {
-                let (status, offer, reason) = outcome_columns(&event.outcome);
-                let name = event.outcome.event_type().as_str();
-                (
-                    Some(event.event_id),
-                    name,
-                    Some((event.insurer.as_str(), display_name.as_str(), status)),
-                    offer,
-                    reason,
-                    None,
-                )
-            }
-            Entry::Complete { offers, insurers } => (None, "complete", None, None, None, Some((*offers, *insurers))),
-        })
-        .collect();
-    let changed: Vec<_> = plan.insurers.iter().map(|e| (e, outcome_columns(&e.outcome))).collect();
-    sqlx::query(
-        "WITH entry AS (
-             SELECT e.ord, e.quote_id, e.seq, e.event_id, e.name,
-                    CASE WHEN e.name = 'complete'
-                         THEN jsonb_build_object('status', 'complete', 'quote_id', e.quote_id::text,
-                                                 'offers', e.offers, 'insurers', e.insurers)
-                         ELSE insurer_event_data(e.insurer, e.display_name, e.status, e.offer, e.reason) END AS data
-             FROM unnest($2::uuid[], $3::int8[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::jsonb[], $10::text[], $11::int8[], $12::int8[]) WITH ORDINALITY
-                  AS e(quote_id, seq, event_id, name, insurer, display_name, status, offer, reason, offers, insurers, ord)
-         ), logged AS (
-             INSERT INTO quote_events (quote_id, seq, event_id, name, data)
-             SELECT quote_id, seq, event_id, name, data FROM entry
-         ), insurers AS (
-             UPDATE quote_insurers i
-             SET status = c.status, version = c.version, offer = c.offer, reason = c.reason, updated_at = now()
-             FROM unnest($13::uuid[], $14::text[], $15::text[], $16::int4[], $17::jsonb[], $18::text[])
-                  AS c(quote_id, insurer, status, version, offer, reason)
-             WHERE i.quote_id = ANY($13) AND i.quote_id = c.quote_id AND i.insurer = c.insurer
-         ), quotes AS (
-             UPDATE quotes q
-             SET next_seq = c.next_seq, completed_at = CASE WHEN c.completed THEN now() ELSE q.completed_at END
-             FROM unnest($19::uuid[], $20::int8[], $21::bool[]) AS c(id, next_seq, completed)
-             WHERE q.id = ANY($19) AND q.id = c.id
-         )
-         SELECT count(pg_notify($1, push_payload(quote_id, seq, name, data)))
-         FROM (SELECT quote_id, seq, name, data FROM entry ORDER BY ord) AS pushed",
-    )
-    .bind(CHANNEL)
-    .bind(plan.appends.iter().map(|a| a.quote).collect::<Vec<_>>())
-    .bind(plan.appends.iter().map(|a| a.seq).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.0).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.1).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.2.map(|i| i.0)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.2.map(|i| i.1)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.2.map(|i| i.2)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.3).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.4).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.5.map(|c| c.0)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.5.map(|c| c.1)).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(e, _)| e.quote_id).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(e, _)| e.insurer.as_str()).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, c)| c.0).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(e, _)| round::version(e)).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, c)| c.1).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, c)| c.2).collect::<Vec<_>>())
-    .bind(plan.quotes.iter().map(|q| q.0).collect::<Vec<_>>())
-    .bind(plan.quotes.iter().map(|q| q.1).collect::<Vec<_>>())
-    .bind(plan.quotes.iter().map(|q| q.2).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Applies events one by one in one statement (`apply_events`, migration 0004): an event whose
-/// quote is not stored parks in early_events, or, its quote being stored right now, waits for
-/// that and is applied. Answers for each, in the order given.
-async fn apply_each(db: &mut sqlx::PgConnection, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
+/// Applies events in the order given, each exactly once, in one statement (`apply_events`,
+/// migrations 0004 and 0006: the round decided in the database and written as sets): its own
+/// transaction on a pool, part of the caller's on a transaction. Answers for each, in the same
+/// order.
+pub async fn apply_all<'e>(db: impl PgExecutor<'e>, events: &[&QuoteEvent]) -> sqlx::Result<Vec<Applied>> {
+    // One round trip, however many events: under load, a round trip's cost is mostly the
+    // wait for the CPU on both sides, and a round of events made two or three per event.
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -440,7 +300,7 @@ async fn apply_each(db: &mut sqlx::PgConnection, events: &[&QuoteEvent]) -> sqlx
     .bind(events.iter().map(|e| e.quote_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.insurer.as_str()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| round::version(e)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| i32::try_from(e.version).unwrap_or(i32::MAX)).collect::<Vec<_>>())
     .bind(columns.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind(columns.iter().map(|c| c.1).collect::<Vec<_>>())
     .bind(columns.iter().map(|c| c.2).collect::<Vec<_>>())

@@ -72,6 +72,7 @@ async fn a_round_answers_each_event_as_alone_in_the_order_given() {
         event(not_stored, "alfa", 1, InsurerOutcome::Pending), // its quote comes later
         event(quote, "vsk", 1, InsurerOutcome::Declined { reason: "no".into() }),
         event(quote, "alfa", 2, InsurerOutcome::Failed { reason: "late".into() }), // after complete
+        event(quote, "reso", 2, InsurerOutcome::Pending),                          // nor one of its insurers
     ];
     let applied = store::apply_all(&pool, &round.iter().collect::<Vec<_>>()).await.unwrap();
     assert_eq!(
@@ -83,6 +84,7 @@ async fn a_round_answers_each_event_as_alone_in_the_order_given() {
             Applied::UnknownInsurer,
             Applied::Early,
             Applied::Stored { seq: 2, completed: true },
+            Applied::Late,
             Applied::Late,
         ]
     );
