@@ -262,14 +262,22 @@ async fn a_round_finds_its_rows_by_key_with_plans_made_while_the_tables_were_emp
     // A session as core-app's: its statements are planned once, at their first run, and kept.
     let options = core_app::store::session_options(PgConnectOptions::from_str(&url).unwrap());
     let mut conn = PgConnection::connect_with(&options).await.unwrap();
-    let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
-    let first = event(quote, "alfa", 1, InsurerOutcome::Pending);
-    assert_eq!(store::apply_all(&mut conn, &[&first]).await.unwrap(), [Applied::Stored { seq: 1, completed: false }]);
+    let insurers = ["alfa", "reso", "vsk", "sogaz", "ingos"];
+    let quote = stored_quote(&pool, &insurers).await;
+    // A round of four (decided as a set), then one of one (event by event): both paths plan.
+    let round = |version| -> Vec<QuoteEvent> {
+        insurers[..4].iter().map(|insurer| event(quote, insurer, version, InsurerOutcome::Pending)).collect()
+    };
+    let first = round(1);
+    let applied = store::apply_all(&mut conn, &first.iter().collect::<Vec<_>>()).await.unwrap();
+    assert!(applied.iter().all(|a| matches!(a, Applied::Stored { .. })), "{applied:?}");
+    let alone = event(quote, "ingos", 1, InsurerOutcome::Pending);
+    assert_eq!(store::apply_all(&mut conn, &[&alone]).await.unwrap(), [Applied::Stored { seq: 5, completed: false }]);
     // The tables grow (without an ANALYZE: autovacuum comes at its own time).
     for grow in [
         "INSERT INTO quote_events (quote_id, seq, event_id, name, data)
-         SELECT $1, n, gen_random_uuid(), 'status', '{\"status\": \"pending\"}' FROM generate_series(2, 20001) n",
-        "UPDATE quotes SET next_seq = 20002 WHERE id = $1",
+         SELECT $1, n, gen_random_uuid(), 'status', '{\"status\": \"pending\"}' FROM generate_series(6, 20005) n",
+        "UPDATE quotes SET next_seq = 20006 WHERE id = $1",
         "INSERT INTO quotes (id, request_hash, deadline, expires_at)
          SELECT gen_random_uuid(), 'h', now() + interval '1 minute', now() + interval '1 minute'
          FROM generate_series(1, 20000) WHERE $1 IS NOT NULL",
@@ -279,7 +287,6 @@ async fn a_round_finds_its_rows_by_key_with_plans_made_while_the_tables_were_emp
         sqlx::query(grow).bind(quote).execute(&mut conn).await.unwrap();
     }
 
-    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
     let pages = "SELECT pg_stat_get_xact_blocks_fetched('quotes'::regclass)
                       + pg_stat_get_xact_blocks_fetched('quotes_pkey'::regclass)
                       + pg_stat_get_xact_blocks_fetched('quote_insurers'::regclass)
@@ -287,14 +294,21 @@ async fn a_round_finds_its_rows_by_key_with_plans_made_while_the_tables_were_emp
                       + pg_stat_get_xact_blocks_fetched('quote_events'::regclass)
                       + pg_stat_get_xact_blocks_fetched('quote_events_pkey'::regclass)
                       + pg_stat_get_xact_blocks_fetched('quote_events_event_id_key'::regclass)";
-    let before: i64 = sqlx::query_scalar(pages).fetch_one(&mut *tx).await.unwrap();
-    let next = event(quote, "alfa", 2, offer("ALFA-1"));
-    let applied = store::apply_all(&mut *tx, &[&next]).await.unwrap();
-    let reads = sqlx::query_scalar::<_, i64>(pages).fetch_one(&mut *tx).await.unwrap() - before;
-    tx.commit().await.unwrap();
-    assert_eq!(applied, [Applied::Stored { seq: 20002, completed: false }]);
-    // By key, some tens of pages; a whole table or index read, hundreds.
-    assert!(reads < 100, "applying one event read {reads} pages of the quotes, their insurers and the log");
+    let next = round(2);
+    let alone = event(quote, "ingos", 2, offer("INGOS-1"));
+    let rounds: [(Vec<&QuoteEvent>, Vec<i64>); 2] =
+        [(next.iter().collect(), vec![20006, 20007, 20008, 20009]), (vec![&alone], vec![20010])];
+    for (events, seqs) in rounds {
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        let before: i64 = sqlx::query_scalar(pages).fetch_one(&mut *tx).await.unwrap();
+        let applied = store::apply_all(&mut *tx, &events).await.unwrap();
+        let reads = sqlx::query_scalar::<_, i64>(pages).fetch_one(&mut *tx).await.unwrap() - before;
+        tx.commit().await.unwrap();
+        assert_eq!(applied, seqs.iter().map(|&seq| Applied::Stored { seq, completed: false }).collect::<Vec<_>>());
+        // By key, some tens of pages an event; a whole table or index read, thousands.
+        let n = events.len() as i64;
+        assert!(reads < 60 * n, "applying {n} events read {reads} pages of the quotes, their insurers and the log");
+    }
 }
 
 #[tokio::test]
@@ -313,13 +327,16 @@ async fn a_services_session_plans_each_statement_of_a_round_once() {
     ] {
         sqlx::query(setting).execute(&mut conn).await.unwrap();
     }
-    let rounds = 12;
-    for _ in 0..rounds / 2 {
-        let quote = stored_quote(&pool, &["alfa", "vsk"]).await;
-        // The last completes the quote (`complete_quote`'s statements run in the round too).
-        for (insurer, outcome) in [("alfa", offer("ALFA-1")), ("vsk", offer("VSK-1"))] {
-            let applied = store::apply_all(&mut conn, &[&event(quote, insurer, 1, outcome)]).await.unwrap();
-            assert!(matches!(applied[..], [Applied::Stored { .. }]), "{applied:?}");
+    let quotes = 6;
+    for _ in 0..quotes {
+        let quote = stored_quote(&pool, &["alfa", "ingos", "reso", "sogaz", "vsk"]).await;
+        // A round of one, event by event, then one of four, decided as a set, which completes
+        // the quote.
+        let alone = event(quote, "alfa", 1, offer("ALFA-1"));
+        let rest = ["ingos", "reso", "sogaz", "vsk"].map(|insurer| event(quote, insurer, 1, offer("OFFER-1")));
+        for round in [vec![&alone], rest.iter().collect()] {
+            let applied = store::apply_all(&mut conn, &round).await.unwrap();
+            assert!(applied.iter().all(|a| matches!(a, Applied::Stored { .. })), "{applied:?}");
         }
     }
 
@@ -331,9 +348,11 @@ async fn a_services_session_plans_each_statement_of_a_round_once() {
     .fetch_all(&mut conn)
     .await
     .expect("pg_stat_statements is preloaded by scripts/infra.sh");
-    let write = statements.iter().find(|(query, ..)| query.starts_with("WITH entry AS"));
-    let once_a_round_planned_once = write.is_some_and(|&(_, calls, plans)| calls == rounds && plans == 1);
-    assert!(once_a_round_planned_once, "the round's write, run once a round, planned once: {statements:?}");
+    for write in ["WITH insurer AS", "WITH entry AS"] {
+        let found = statements.iter().find(|(query, ..)| query.starts_with(write));
+        let once_a_round_planned_once = found.is_some_and(|&(_, calls, plans)| calls == quotes && plans == 1);
+        assert!(once_a_round_planned_once, "{write}…, run once a round, planned once: {statements:?}");
+    }
     // PL/pgSQL's simple expressions are planned once each and never run as statements: every
     // literal `out_applied := ...` counts as one more plan of the same text.
     let replanned: Vec<_> = statements.iter().filter(|&&(_, calls, plans)| calls > 0 && plans > 1).collect();
