@@ -6,11 +6,35 @@
 --
 -- The quotes are locked first, in id order; their insurers and the event ids already logged are
 -- read after that (a VOLATILE function's statements each take a fresh snapshot), so what is
--- decided on is what the previous holder of a lock committed. Only the events of quotes not
--- stored yet go the old way (`apply_events_each`): it parks them, or waits for a quote being
--- stored right now. The answers are those of migration 0004, event by event, in the order given.
+-- decided on is what the previous holder of a lock committed. The events of quotes not stored
+-- yet go the old way (`apply_events_each`), which parks them or waits for a quote being stored
+-- right now, and so does a round of up to three events (see below). The answers are those of
+-- migration 0004, event by event, in the order given.
 ALTER FUNCTION apply_events(text, uuid[], text[], uuid[], int[], text[], jsonb[], text[], text[], text[], bigint[])
     RENAME TO apply_events_each;
+
+-- The SSE `data` of a quote's `complete`: how many of its insurers offered, of how many.
+CREATE FUNCTION complete_event_data(p_quote uuid, p_offers bigint, p_insurers bigint)
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN jsonb_build_object('status', 'complete', 'quote_id', p_quote::text, 'offers', p_offers,
+                              'insurers', p_insurers);
+END
+$$;
+
+-- Migration 0004's, with its `data` from `complete_event_data`, as the set path's.
+CREATE OR REPLACE FUNCTION complete_quote(p_channel text, p_quote uuid, p_seq bigint)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_data jsonb;
+BEGIN
+    SELECT complete_event_data(p_quote, count(*) FILTER (WHERE status = 'offer'), count(*))
+    INTO v_data FROM quote_insurers WHERE quote_id = p_quote;
+    INSERT INTO quote_events (quote_id, seq, name, data) VALUES (p_quote, p_seq, 'complete', v_data);
+    UPDATE quotes SET next_seq = p_seq + 1, completed_at = now() WHERE id = p_quote;
+    PERFORM pg_notify(p_channel, push_payload(p_quote, p_seq, 'complete', v_data));
+END
+$$;
 
 CREATE FUNCTION apply_events(
     p_channel text, p_quotes uuid[], p_insurers text[], p_event_ids uuid[], p_versions int[], p_statuses text[],
@@ -147,8 +171,7 @@ BEGIN
             SELECT e.ord, e.quote_id, e.seq, p_event_ids[e.k] AS event_id,
                    coalesce(p_names[e.k], 'complete') AS name,
                    CASE WHEN e.k IS NULL
-                        THEN jsonb_build_object('status', 'complete', 'quote_id', e.quote_id::text,
-                                                'offers', e.offers, 'insurers', e.count)
+                        THEN complete_event_data(e.quote_id, e.offers, e.count)
                         ELSE insurer_event_data(p_insurers[e.k], i_display[e.insurer], p_statuses[e.k],
                                                 p_offers[e.k], p_reasons[e.k]) END AS data
             FROM unnest(e_k, e_quote, e_seq, e_insurer, e_offers, e_count) WITH ORDINALITY

@@ -165,6 +165,13 @@ async fn a_round_numbers_each_quotes_events_in_order_and_completes_the_finished_
     assert_eq!(names(open_log.clone()), [(1, "offer".into()), (2, "status".into()), (3, "status".into())]);
     let done_log = store::events_after(&pool, done, 0, 10).await.unwrap();
     assert_eq!(names(done_log.clone()), [(1, "status".into()), (2, "offer".into()), (3, "complete".into())]);
+    let complete: serde_json::Value = serde_json::from_str(&done_log[2].data).unwrap();
+    let counts = (complete["quote_id"].as_str(), complete["offers"].as_i64(), complete["insurers"].as_i64());
+    assert_eq!(
+        counts,
+        (Some(done.to_string().as_str()), Some(1), Some(2)),
+        "as a round of one event makes it: {complete}"
+    );
     let view = store::view(&pool, open).await.unwrap().unwrap();
     let states: Vec<&str> = view.insurers.iter().map(|i| i.status.as_str()).collect();
     assert_eq!(states, ["offer", "failed", "pending"], "alfa, reso, vsk");
