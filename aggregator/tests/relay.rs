@@ -1,7 +1,7 @@
 //! The outbox relay against real Postgres and Kafka: a row whose transaction commits late
 //! is still published, rows are deleted only once delivered (a steady stream's rows each
-//! published once), a second relay stands by while the first holds the lock, and the relay
-//! vacuums the outbox itself as rows come and go.
+//! published once), a second relay stands by while the first holds the lock, the relay
+//! vacuums the outbox itself as rows come and go, and busy rounds are paced apart.
 
 use chrono::Utc;
 use domain::events::{InsurerOutcome, QuoteEvent};
@@ -9,6 +9,9 @@ use platform::trace::TraceParent;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -152,7 +155,9 @@ async fn a_steady_stream_is_published_once_each_and_then_deleted() {
     assert_eq!(unique, sent, "every row published");
     assert_eq!(outbox_rows(&pool).await, 0, "delivered rows are deleted");
 
-    // Rows still arriving do not hold up a stop: a round always follows then.
+    // Rows still arriving do not hold up a stop: a round always follows then. Most of a busy
+    // relay's time is the wait between paced rounds, so the stop usually lands there (a relay
+    // that polled the finished shutdown again panicked in one run of three).
     drop(conn);
     let mut writing = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -244,6 +249,62 @@ async fn rows_committed_without_waiting_for_the_flush_are_durable_before_they_ar
         }
     }
     assert!(behind.is_empty(), "published before their WAL was flushed: {behind:?}");
+    stop.send(true).unwrap();
+    relay.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_coming_faster_than_rounds_go_in_rounds_paced_apart() {
+    let (pool, topic, consumer) = outbox_and_topic("relay_paced").await;
+    // The relay's rounds, counted by pg_stat_statements for this database's sessions (only a
+    // superuser may turn tracking on; the relay's sessions, opened after, inherit it).
+    let database = pool.connect_options().get_database().unwrap().to_string();
+    let admin = PgConnectOptions::from_str(&testkit::pg_admin_url()).unwrap().database(&database);
+    let mut admin = PgConnection::connect_with(&admin).await.unwrap();
+    for setting in [
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements".to_string(),
+        format!("ALTER DATABASE {database} SET pg_stat_statements.track = 'top'"),
+    ] {
+        sqlx::query(&setting).execute(&mut admin).await.unwrap();
+    }
+    let (stop, relay) = start_relay(&pool, &topic);
+
+    // Four writers that do not wait for the flush commit rows far faster than rounds back to
+    // back (a few milliseconds each) would carry them a few at a time.
+    let trace = TraceParent::root();
+    let mut writing = tokio::task::JoinSet::new();
+    let writers = 4;
+    for _ in 0..writers {
+        let (pool, trace) = (pool.clone(), trace);
+        writing.spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET synchronous_commit = off").execute(&mut *conn).await.unwrap();
+            let until = tokio::time::Instant::now() + Duration::from_secs(2);
+            let mut rows = 0;
+            while tokio::time::Instant::now() < until {
+                aggregator::outbox::append(&mut conn, &event(Uuid::new_v4(), "alfa"), &trace).await.unwrap();
+                rows += 1;
+            }
+            rows
+        });
+    }
+    let sent: usize = writing.join_all().await.into_iter().sum();
+    assert_eq!(received(&consumer, sent).await.len(), sent, "every row published");
+
+    let (rounds, rows): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(calls), 0)::int8, coalesce(sum(rows), 0)::int8 FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND query LIKE 'WITH gone AS%'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("pg_stat_statements is preloaded by scripts/infra.sh");
+    assert_eq!(rows as usize, sent, "the rounds read every row once");
+    // Two seconds of busy rounds, each at least ROUND_GAP after the one before, and a few to
+    // carry what was left and to find nothing.
+    let most = (Duration::from_secs(2).as_secs_f64() / aggregator::relay::ROUND_GAP.as_secs_f64()) as i64 + 10;
+    assert!(rounds <= most, "{sent} rows in {rounds} rounds (at most {most} expected)");
+    assert!(sent as i64 > 8 * most, "the writers were too slow to need pacing: {sent} rows");
     stop.send(true).unwrap();
     relay.await.unwrap().unwrap();
 }
