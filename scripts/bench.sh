@@ -9,9 +9,10 @@
 #   scripts/bench.sh [--quick] --parts limits,pipeline,ramp,intake,fanout
 #   BENCH_REF=HEAD scripts/bench.sh --quick   services built from a committed ref instead of
 #                                             the working tree (e.g. to compare before/after)
-#   scripts/bench.sh profile [--qps 120 --seconds 40 --label before]
+#   scripts/bench.sh profile [--qps 120 --seconds 40 --label before] [--no-perf]
 #                              a steady load under `perf record`, flamegraphs per process
-#                              (installs linux-perf and inferno first)
+#                              (installs linux-perf and inferno first); with --no-perf,
+#                              only the load and its latencies, for A/B runs
 #   scripts/bench.sh report bench/results/<run>
 #                              docs/benchmarks.md again from an earlier run's raw data
 set -euo pipefail

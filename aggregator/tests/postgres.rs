@@ -118,3 +118,22 @@ async fn skip_locked_gives_concurrent_pollers_disjoint_tasks() {
     first.commit().await.unwrap();
     second.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn analyze_keeps_no_statistics_of_the_json_payloads() {
+    // An autovacuum's ANALYZE of them was most of its CPU, in a burst (0008).
+    let pool = migrated().await;
+    let mut conn = pool.acquire().await.unwrap();
+    insert_application(&mut conn, "core-app", None, &["alfa"]).await.unwrap();
+    sqlx::query("INSERT INTO outbox (event_id, message_key, payload) VALUES ($1, 'k', '{}')")
+        .bind(Uuid::now_v7())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let columns = testkit::analyzed_columns(&pool, "applications").await;
+    assert!(columns.contains(&"partner".to_string()), "{columns:?}");
+    assert!(!columns.contains(&"request".to_string()), "{columns:?}");
+    let columns = testkit::analyzed_columns(&pool, "outbox").await;
+    assert!(columns.contains(&"message_key".to_string()), "{columns:?}");
+    assert!(!columns.contains(&"payload".to_string()) && !columns.contains(&"headers".to_string()), "{columns:?}");
+}

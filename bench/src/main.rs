@@ -64,6 +64,10 @@ enum Command {
         /// A label for the output folder (e.g. "before", "after").
         #[arg(long, default_value = "profile")]
         label: String,
+        /// Only the load, its phase data and the statements' costs, without `perf`, whose own
+        /// CPU would be in the latencies of an A/B run of them.
+        #[arg(long)]
+        no_perf: bool,
     },
     /// Writes the report again from a run's raw data (its `results.json`), e.g. after
     /// bench/FINDINGS.md changed or the report was overwritten by a quick run.
@@ -95,8 +99,8 @@ async fn main() -> anyhow::Result<()> {
     let (quick, doc, results, bin, parts) = match command {
         Command::Run { quick, doc, results, bin, parts } => (quick, doc, results, bin, parts),
         Command::Report { run, doc } => return rewrite_report(&run, &doc),
-        Command::Profile { qps, seconds, results, bin, label } => {
-            return profile(qps, seconds, results, default_bin(bin), label).await;
+        Command::Profile { qps, seconds, results, bin, label, no_perf } => {
+            return profile(qps, seconds, results, default_bin(bin), label, !no_perf).await;
         }
     };
     let plan = if quick { Plan::quick() } else { Plan::full() };
@@ -818,8 +822,15 @@ fn base_env(results: &std::path::Path, bin: PathBuf, name: &str) -> anyhow::Resu
     Ok(Env { repo: std::env::current_dir()?, bin, tools, pg_base, brokers, out })
 }
 
-/// `bench profile`: steady load, `perf record -a`, flamegraphs per process.
-async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: String) -> anyhow::Result<()> {
+/// `bench profile`: steady load, `perf record -a` (if `record`), flamegraphs per process.
+async fn profile(
+    qps: f64,
+    seconds: u64,
+    results: PathBuf,
+    bin: PathBuf,
+    label: String,
+    record: bool,
+) -> anyhow::Result<()> {
     let env = base_env(&results, bin, &label)?;
     let mut stack = start_stack(&env, "prof").await?;
     let dbs = [(AGGREGATOR_DB, stack.agg_db.clone()), (CORE_DB, stack.core_db.clone())];
@@ -837,21 +848,25 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
         let perf_data = env.out.join("perf.data");
         let record_for = (seconds / 2).max(5);
         let perf_out = perf_data.clone();
-        let perf = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(seconds / 4)).await;
-            tokio::process::Command::new("perf")
-                .args(["record", "-a", "-F", "199", "--call-graph", "dwarf,16384", "-o"])
-                .arg(&perf_out)
-                .args(["--", "sleep", &record_for.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await
+        let perf = record.then(|| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(seconds / 4)).await;
+                tokio::process::Command::new("perf")
+                    .args(["record", "-a", "-F", "199", "--call-graph", "dwarf,16384", "-o"])
+                    .arg(&perf_out)
+                    .args(["--", "sleep", &record_for.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await
+            })
         });
         session
             .phase(&format!("profile {qps} quotes/s"), "profile", 0, qps, Duration::from_secs(seconds), &vins)
             .await?;
-        perf.await??;
+        if let Some(perf) = perf {
+            perf.await??;
+        }
         // The harness's own reads of the results are not the stack's statements.
         if let Some(tracking) = &tracking {
             tracking.turn_off().await;
@@ -868,6 +883,9 @@ async fn profile(qps: f64, seconds: u64, results: PathBuf, bin: PathBuf, label: 
                 }
                 Err(e) => eprintln!("warning: no per-statement costs: {e}"),
             }
+        }
+        if !record {
+            return anyhow::Ok(());
         }
         println!("==> folding the profile (perf script | inferno-collapse-perf)");
         let script = std::process::Command::new("perf")

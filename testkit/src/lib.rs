@@ -143,6 +143,16 @@ where
     }
 }
 
+/// The columns of `table` that `ANALYZE` keeps statistics of, after analysing it now.
+pub async fn analyzed_columns(pool: &PgPool, table: &str) -> Vec<String> {
+    sqlx::query(&format!("ANALYZE {table}")).execute(pool).await.expect("analyze");
+    sqlx::query_scalar("SELECT attname::text FROM pg_stats WHERE schemaname = 'public' AND tablename = $1 ORDER BY 1")
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .expect("pg_stats")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
