@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         if parts.contains(&"ramp") {
             let mut qps = plan.ramp_start;
             let mut broke = None;
-            for _ in 0..plan.ramp_steps {
+            for _ in 0..plan.ramp_max_steps {
                 let label = format!("ramp {qps:.0} quotes/s");
                 let pass = session.phase(&label, "ramp", 0, qps, plan.ramp_window, &vins).await?;
                 session.settle().await;
@@ -188,16 +188,13 @@ async fn main() -> anyhow::Result<()> {
         results.max_sustainable_qps = top.as_ref().map(|t| t.0);
         results.max_sustainable_label = top.map(|t| t.1);
         if best.is_some() && plan.reps_at_max > 0 {
-            // The ramp's steps that held, highest first: a load is sustainable when every one of
-            // its repeats (longer, on a fresh stack) holds too; one that breaks hands over to the
-            // step below.
-            let mut candidates: Vec<f64> =
+            // A load is sustainable when every one of its repeats (longer, on a fresh stack)
+            // holds too; one that breaks hands over to the next lower.
+            let held: Vec<f64> =
                 results.pipeline.iter().filter(|p| p.kind == "ramp" && p.pass).map(|p| p.quotes_per_s).collect();
-            candidates.sort_by(|a, b| b.total_cmp(a));
-            candidates.dedup();
             // Confirmed by its repeats, or not at all: the ramp's step alone is one run.
             results.max_sustainable_qps = None;
-            for qps in candidates.into_iter().take(MAX_LEVELS_REPEATED) {
+            for qps in report::levels_to_confirm(&held, MAX_LEVELS_REPEATED) {
                 // Each level on a stack of its own: one that broke leaves a backlog and its dead
                 // rows behind, and the level below would be judged on that, not on its own load.
                 let mut stack = start_stack(&env, "max").await?;
@@ -206,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
                 let label = format!("max {qps:.0} quotes/s");
                 let mut all_held = true;
                 for rep in 0..plan.reps_at_max {
-                    all_held &= session.phase(&label, "max", rep, qps, plan.window, &vins).await?;
+                    all_held &= session.phase(&label, "max", rep, qps, plan.max_window, &vins).await?;
                 }
                 results.pipeline.extend(session.finish(&env).await?);
                 stack.stop().await;
@@ -605,7 +602,7 @@ async fn seed_quotes(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<Uuid>>
 /// HTTP/2 connections the idle streams are spread over: hyper's server allows 200 concurrent
 /// streams on one connection, so 10 000 streams need at least 50.
 const H2_CONNECTIONS: usize = 64;
-/// Ramp steps that are repeated at most, from the highest that held down, to confirm one.
+/// Loads repeated at most, from the highest that held down, to confirm one.
 const MAX_LEVELS_REPEATED: usize = 3;
 /// The broker's JIT warm-up, run once per bench before the first phase.
 static BROKER_WARM_UP: OnceLock<Option<BrokerWarmUp>> = OnceLock::new();

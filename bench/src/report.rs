@@ -21,9 +21,16 @@ pub struct Plan {
     pub fresh_stack_per_level: bool,
     pub ramp_start: f64,
     pub ramp_factor: f64,
-    pub ramp_steps: usize,
+    /// The ramp goes on until a step does not hold; this many steps at most, so that a stack
+    /// that holds everything still ends.
+    #[serde(alias = "ramp_steps")]
+    pub ramp_max_steps: usize,
     pub ramp_window: Duration,
     pub reps_at_max: usize,
+    /// Each repeat's window when confirming the highest load: long enough that a backlog
+    /// growing slowly shows.
+    #[serde(default = "repeats_before_max_window")]
+    pub max_window: Duration,
     pub intake_concurrency: usize,
     pub intake_reps: usize,
     pub intake_window: Duration,
@@ -49,9 +56,10 @@ impl Plan {
             fresh_stack_per_level: false,
             ramp_start: 25.0,
             ramp_factor: 1.5,
-            ramp_steps: 7,
+            ramp_max_steps: 10,
             ramp_window: Duration::from_secs(8),
             reps_at_max: 0,
+            max_window: Duration::from_secs(8),
             intake_concurrency: 16,
             intake_reps: 2,
             intake_window: Duration::from_secs(5),
@@ -71,9 +79,10 @@ impl Plan {
             fresh_stack_per_level: true,
             ramp_start: 20.0,
             ramp_factor: 1.25,
-            ramp_steps: 13,
+            ramp_max_steps: 20,
             ramp_window: Duration::from_secs(20),
             reps_at_max: 3,
+            max_window: Duration::from_secs(60),
             intake_concurrency: 16,
             intake_reps: 3,
             intake_window: Duration::from_secs(15),
@@ -82,6 +91,32 @@ impl Plan {
             fanout_rate: 200.0,
         }
     }
+}
+
+/// Results saved before `max_window` existed repeated their loads in `window`, 30 s in full mode.
+fn repeats_before_max_window() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The loads to repeat when confirming the highest sustainable one, highest first, at most
+/// `max`: the ramp's steps that held, and between two of them farther apart than 15 % the load
+/// halfway (geometrically), so that a step that breaks in its repeats hands over to one close
+/// below it rather than a whole ramp factor lower.
+pub fn levels_to_confirm(held: &[f64], max: usize) -> Vec<f64> {
+    let mut steps: Vec<f64> = held.to_vec();
+    steps.sort_by(|a, b| b.total_cmp(a));
+    steps.dedup();
+    let mut levels = Vec::new();
+    for (i, &step) in steps.iter().enumerate() {
+        levels.push(step);
+        if let Some(&below) = steps.get(i + 1)
+            && step / below > 1.15
+        {
+            levels.push((step * below).sqrt().round());
+        }
+    }
+    levels.truncate(max);
+    levels
 }
 
 /// The machine and the moment.
@@ -423,6 +458,13 @@ fn unconfirmed(results: &Results) -> Option<String> {
     sustainable(results)
         .is_none()
         .then(|| format!("the ramp held {}{}", label.trim_start_matches("ramp "), repeats_clause(results)))
+}
+
+/// Whether the ramp stopped at its last step without one breaking: its highest load is then the
+/// harness's ceiling, not the stack's.
+fn ramp_ran_out(results: &Results) -> bool {
+    let mut ramp = results.pipeline.iter().filter(|p| p.kind == "ramp").peekable();
+    ramp.peek().is_some() && ramp.all(|p| p.pass)
 }
 
 const E2E: &str = "end to end: ready → SSE";
@@ -816,14 +858,21 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
     w(&mut md, String::new());
     w(
         &mut md,
-        "Open-loop ramp: each step sends quotes at a fixed rate; a step *holds* when no error appears (every quote \
-        gets 6 offers and `complete`, no HTTP error, no arrival shed, the generator on time) and push p99 ≤ 1 s. \
-        After the first step that does not hold, one more step runs halfway (geometrically) between it and the \
-        last that held. In full mode, the highest step that held is then repeated on a fresh stack with longer \
-        windows; it is the highest sustainable load only if every repeat holds too, else the step below is \
-        repeated on another fresh stack (at most three steps), so that no level inherits the backlog of one \
-        that broke."
-            .into(),
+        format!(
+            "Open-loop ramp: each step sends quotes at a fixed rate for {:.0} s, {:.2}× the step before, until a step \
+            does not hold (at most {} steps); a step *holds* when no error appears (every quote gets 6 offers and \
+            `complete`, no HTTP error, no arrival shed, the generator on time) and push p99 ≤ 1 s. After the first \
+            step that does not hold, one more step runs halfway (geometrically) between it and the last that held. \
+            In full mode, the highest step that held is then repeated {} times back to back, {:.0} s each, on a fresh \
+            stack; it is the highest sustainable load only if every repeat holds too, else the next lower load is \
+            repeated on another fresh stack (at most three loads, halfway between two steps more than 15 % apart \
+            included), so that no load inherits the backlog of one that broke.",
+            results.plan.ramp_window.as_secs_f64(),
+            results.plan.ramp_factor,
+            results.plan.ramp_max_steps,
+            results.plan.reps_at_max,
+            results.plan.max_window.as_secs_f64(),
+        ),
     );
     w(&mut md, String::new());
     w(
@@ -885,6 +934,14 @@ pub fn write(results: &Results, repo: &Path, doc: &Path, out: &Path, draw_plots:
         ),
         (None, Some(said)) => w(&mut md, format!("**Highest sustainable load: not confirmed** ({said}).")),
         (None, None) => w(&mut md, "**No ramp step held.**".into()),
+    }
+    if ramp_ran_out(results) {
+        w(&mut md, String::new());
+        w(
+            &mut md,
+            "Every step of the ramp held, its last one included: the stack may sustain more than this run asked of it."
+                .into(),
+        );
     }
     w(&mut md, String::new());
     let cpu_phases: Vec<&PhaseResult> = max_phases.clone().or_else(|| level100.clone()).unwrap_or_default();
@@ -1350,6 +1407,26 @@ mod tests {
 
     /// A run whose repeats all broke (the ramp held 186 once, every repeated load then broke at
     /// least once) was reported as sustaining 186 quotes/s.
+    #[test]
+    fn loads_confirmed_are_the_steps_that_held_with_one_between_steps_far_apart() {
+        let held = [20.0, 25.0, 186.0, 233.0, 291.0];
+        assert_eq!(levels_to_confirm(&held, 3), [291.0, 260.0, 233.0]);
+        assert_eq!(levels_to_confirm(&held, 9), [291.0, 260.0, 233.0, 208.0, 186.0, 68.0, 25.0, 22.0, 20.0]);
+        // The ramp's step between the last that held and the first that broke is close enough.
+        assert_eq!(levels_to_confirm(&[233.0, 291.0, 326.0, 291.0], 3), [326.0, 291.0, 260.0]);
+        assert!(levels_to_confirm(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn a_ramp_whose_every_step_held_is_said_to_have_run_out() {
+        let mut results = Results::default();
+        assert!(!ramp_ran_out(&results), "no ramp, nothing ran out");
+        results.pipeline = vec![phase("ramp 20 quotes/s", "ramp", true), phase("ramp 25 quotes/s", "ramp", true)];
+        assert!(ramp_ran_out(&results));
+        results.pipeline.push(phase("ramp 31 quotes/s", "ramp", false));
+        assert!(!ramp_ran_out(&results));
+    }
+
     #[test]
     fn a_load_no_repeat_confirmed_is_not_called_sustainable() {
         let mut results = Results {
