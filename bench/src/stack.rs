@@ -275,14 +275,16 @@ impl Stack {
             }
         }
         // Right after the fan-out closes its 10 000 sockets a new connection can fail for a
-        // moment; a stack's databases left behind would stay on the cluster for good.
+        // moment; a stack's databases left behind would stay on the cluster for good. As the
+        // superuser: an autovacuum worker still paced through a table after a long phase is
+        // nobody's backend, and only a superuser's DROP ... WITH (FORCE) may end it.
         let dbs = [self.agg_db.clone(), self.core_db.clone(), format!("bench_base_{}", self.id)];
         let mut dropped = false;
         for attempt in 0..5 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let Ok(mut admin) = sqlx::PgConnection::connect(&self.env.pg("osago")).await else { continue };
+            let Ok(mut admin) = sqlx::PgConnection::connect(&testkit::pg_admin_url()).await else { continue };
             let mut all = true;
             for db in &dbs {
                 let sql = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
