@@ -756,8 +756,8 @@ fn postgres_has_room_for_every_connection_the_services_may_open() {
                 }
             };
             let pool = |name: &str| number(&env_of(find(&objects, "Deployment", name))["DB_POOL_SIZE"]);
-            // core-app: its consumer's rounds in flight; the aggregator: its relay's lock.
-            let services = replicas("osago-core-app") * (pool("osago-core-app") + core_app::consumer::IN_FLIGHT as u64)
+            // core-app: its consumer's lanes; the aggregator: its relay's lock.
+            let services = replicas("osago-core-app") * (pool("osago-core-app") + core_app::consumer::LANES as u64)
                 + replicas("osago-aggregator") * (pool("osago-aggregator") + 1);
             let pollers: u64 = of_kind(&objects, "InsurerIntegration")
                 .iter()

@@ -5,7 +5,7 @@
 use crate::store::{self, Applied};
 use domain::events::QuoteEvent;
 use futures::FutureExt;
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all, try_join_all};
 use platform::db::Dedicated;
 use platform::trace::TraceParent;
 use rdkafka::ClientConfig;
@@ -13,10 +13,11 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::sync::oneshot::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -68,29 +69,29 @@ pub fn consumer(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Quote
 
 /// Processes messages until `shutdown` resolves, then commits what was processed.
 ///
-/// Up to [`IN_FLIGHT`] rounds run at once, each on a connection of its own: a round spends much
-/// of its time waiting for its commit to reach the disk, and the next one is applied meanwhile
-/// instead of waiting behind it. Rounds in flight together hold no quote in common (a round
-/// sharing one waits for those before it), so each quote's events are applied in the log's
-/// order and two rounds never wait for each other's row locks. So a round waiting for the
-/// database lets the one after it through, unless they share a quote, and holds up the rest.
-/// Offsets are stored in the log's order, each once its round has committed.
+/// Each round is split among [`LANES`] lanes, each quote's events always on the same one
+/// ([`lane_of`]), and each lane applies its part of a round after its part of the round before,
+/// on a connection of its own: so each quote's events are applied in the log's order, two lanes
+/// never wait for each other's row locks, and a lane waiting for the database (for its commit to
+/// reach the disk, or for the CPU) does not hold up the other. Deciding by quote rather than by
+/// round matters under load: a quote's six offers come over a second, so a round nearly always
+/// shares a quote with the round before it, and rounds that had to wait for any round sharing
+/// a quote ran one at a time. Offsets are stored in the log's order, each once every lane has
+/// committed its part of the round.
 ///
-/// A rebalance may take partitions away while two rounds are in flight: their offsets are not
+/// A rebalance may take partitions away while rounds are in flight: their offsets are not
 /// stored yet, so the partitions' next owner applies their events again (recognised by event
 /// id, no result twice) and storing them here fails with a warning.
 pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    // On connections of their own, no pool pings one after each round.
-    let lanes: Vec<Arc<Dedicated>> = (0..IN_FLIGHT).map(|_| Arc::new(Dedicated::of(&pool))).collect();
-    let mut started = 0usize;
+    let (lanes, workers): (Vec<Lane>, Vec<JoinHandle<()>>) = (0..LANES).map(|_| Lane::start(&pool)).unzip();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         let first = tokio::select! {
             _ = &mut shutdown => break,
             m = consumer.recv() => m,
             // A round ending while no message comes has its offsets stored at once.
-            ended = async { (&mut in_flight.front_mut().expect("a round in flight").running).await },
+            ended = async { (&mut in_flight.front_mut().expect("a round in flight").applied).await },
                 if !in_flight.is_empty() =>
             {
                 let round = in_flight.pop_front().expect("a round in flight");
@@ -118,49 +119,117 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
                 None => break,
             }
         }
-        let round = Round::read(&batch);
+        let mut round = Round::read(&batch);
         drop(batch);
-        // A round waits for every round before it that holds one of its quotes (and so for
-        // those before that one), and for the oldest when all lanes are taken.
-        let shared = in_flight.iter().rposition(|running| !running.quotes.is_disjoint(&round.quotes));
-        let wait_for = shared.map_or(0, |i| i + 1).max((in_flight.len() + 1).saturating_sub(IN_FLIGHT));
-        for running in in_flight.drain(..wait_for) {
-            let ended = running.running.await;
-            store_offsets(&consumer, &running.offsets, ended);
+        while in_flight.len() >= AHEAD {
+            let oldest = in_flight.pop_front().expect("a round in flight");
+            store_offsets(&consumer, &oldest.offsets, oldest.applied.await);
         }
-        let lane = lanes[started % IN_FLIGHT].clone();
-        started = started.wrapping_add(1);
-        let (quotes, offsets) = (round.quotes.clone(), round.offsets.clone());
-        let pool = pool.clone();
-        let running = tokio::spawn(async move { apply_round(&lane, &pool, round).await });
-        in_flight.push_back(InFlight { running, quotes, offsets });
+        let mut parts = Vec::with_capacity(LANES);
+        for (lane, events) in lanes.iter().zip(round.by_lane()) {
+            if !events.is_empty() {
+                parts.push(lane.apply(events).await);
+            }
+        }
+        in_flight.push_back(InFlight {
+            applied: try_join_all(parts).map(|ended| ended.map(drop)).boxed(),
+            offsets: round.offsets,
+        });
     }
-    for running in in_flight {
-        let ended = running.running.await;
-        store_offsets(&consumer, &running.offsets, ended);
+    for round in in_flight {
+        store_offsets(&consumer, &round.offsets, round.applied.await);
+    }
+    drop(lanes);
+    for worker in workers {
+        if let Err(e) = worker.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::warn!(error = %e, "final offset commit failed");
     }
 }
 
-/// Rounds applied at once at most ([`run`]), each on a connection outside the pool.
-pub const IN_FLIGHT: usize = 2;
+/// Lanes rounds are applied on ([`run`]), each on a connection outside the pool.
+pub const LANES: usize = 2;
 
-/// A round being applied: its task, its quotes and the offsets to store once it has committed.
+/// Rounds read ahead of the oldest one not yet committed, at most.
+const AHEAD: usize = 4;
+
+/// The lane a quote's events are applied on.
+pub fn lane_of(quote: Uuid) -> usize {
+    (quote.as_u128() % LANES as u128) as usize
+}
+
+/// A lane: a task applying the parts of rounds sent to it in order, on a connection of its
+/// own. The parts that queued while it applied one are applied together next, in one call: a
+/// lane behind catches up in fewer, larger transactions, as a backlog's rounds do.
+struct Lane {
+    parts: mpsc::Sender<Part>,
+}
+
+/// A round's events for one lane (each quote's in the log's order), and who waits for them.
+type Part = (Vec<Vec<Traced>>, oneshot::Sender<()>);
+
+impl Lane {
+    /// The lane and its task, which ends once the lane is dropped and its parts applied.
+    fn start(pool: &PgPool) -> (Self, JoinHandle<()>) {
+        let (parts, mut waiting) = mpsc::channel::<Part>(AHEAD);
+        let pool = pool.clone();
+        let worker = tokio::spawn(async move {
+            let conn = Dedicated::of(&pool);
+            while let Some(first) = waiting.recv().await {
+                let mut taken = vec![first];
+                while let Ok(part) = waiting.try_recv() {
+                    taken.push(part);
+                }
+                let (events, applied): (Vec<_>, Vec<_>) = taken.into_iter().unzip();
+                apply_round(&conn, &pool, by_quote(events.into_iter().flatten())).await;
+                for applied in applied {
+                    let _ = applied.send(());
+                }
+            }
+        });
+        (Lane { parts }, worker)
+    }
+
+    /// Queues `events` (each quote's in the log's order); the receiver resolves once they are
+    /// committed, and fails if the lane's task panicked.
+    async fn apply(&self, events: Vec<Vec<Traced>>) -> oneshot::Receiver<()> {
+        let (applied, committed) = oneshot::channel();
+        // A send fails only once the task has ended (a panic): the receiver then fails too.
+        let _ = self.parts.send((events, applied)).await;
+        committed
+    }
+}
+
+/// Events grouped by quote, in the order given within each quote.
+fn by_quote(events: impl IntoIterator<Item = Vec<Traced>>) -> Vec<Vec<Traced>> {
+    let mut grouped: Vec<Vec<Traced>> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for traced in events.into_iter().flatten() {
+        let slot = *index.entry(traced.event.quote_id).or_insert_with(|| {
+            grouped.push(Vec::new());
+            grouped.len() - 1
+        });
+        grouped[slot].push(traced);
+    }
+    grouped
+}
+
+/// A round being applied: its lanes' parts committing, and the offsets to store once they have.
 struct InFlight {
-    running: JoinHandle<()>,
-    quotes: HashSet<Uuid>,
+    applied: BoxFuture<'static, Result<(), RecvError>>,
     offsets: Vec<(String, i32, i64)>,
 }
 
-/// Stores a committed round's offsets. A round's panic is the consumer's, as when rounds ran on
+/// Stores a committed round's offsets. A lane's panic is the consumer's, as when rounds ran on
 /// its own task: going on would store a later round's offsets, which cover this one's events.
-fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], ended: Result<(), JoinError>) {
-    match ended {
-        Ok(()) => {}
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a round ended unapplied: {e}"),
+fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], applied: Result<(), RecvError>) {
+    if applied.is_err() {
+        panic!("a lane of the consumer ended with a round unapplied (its panic is logged above)");
     }
     for (topic, partition, offset) in offsets {
         if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
@@ -169,11 +238,10 @@ fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], 
     }
 }
 
-/// A round of messages, read: the events of each quote in the log's order, the quotes, and the
-/// last offset of each partition (an unreadable message's too).
+/// A round of messages, read: the events of each quote in the log's order, and the last offset
+/// of each partition (an unreadable message's too).
 struct Round {
     events: Vec<Vec<Traced>>,
-    quotes: HashSet<Uuid>,
     offsets: Vec<(String, i32, i64)>,
 }
 
@@ -181,19 +249,14 @@ impl Round {
     /// Reads `batch`; a message that cannot be read is skipped loudly (it will not become
     /// readable).
     fn read(batch: &[BorrowedMessage<'_>]) -> Self {
-        let mut events: Vec<Vec<Traced>> = Vec::new();
-        let mut index: HashMap<Uuid, usize> = HashMap::new();
+        let mut events: Vec<Traced> = Vec::new();
         for message in batch {
             match message.payload().map(serde_json::from_slice::<QuoteEvent>) {
                 Some(Ok(event)) => {
-                    let slot = *index.entry(event.quote_id).or_insert_with(|| {
-                        events.push(Vec::new());
-                        events.len() - 1
-                    });
                     let trace = trace_of(message);
                     let span = tracing::info_span!("event", quote = %event.quote_id, trace_id = %trace.trace_id());
                     platform::trace::span_in(&span, &trace);
-                    events[slot].push(Traced { event, span });
+                    events.push(Traced { event, span });
                 }
                 _ => {
                     metrics::counter!("quote_events_consumed_total", "result" => "unreadable").increment(1);
@@ -212,7 +275,18 @@ impl Round {
         }
         let offsets =
             last.into_iter().map(|((topic, partition), offset)| (topic.to_string(), partition, offset)).collect();
-        Round { events, quotes: index.into_keys().collect(), offsets }
+        Round { events: by_quote([events]), offsets }
+    }
+
+    /// Takes the round's events apart by lane ([`lane_of`]), the parts in lane order.
+    fn by_lane(&mut self) -> Vec<Vec<Vec<Traced>>> {
+        let mut parts: Vec<Vec<Vec<Traced>>> = (0..LANES).map(|_| Vec::new()).collect();
+        for quote in self.events.drain(..) {
+            if let Some(first) = quote.first() {
+                parts[lane_of(first.event.quote_id)].push(quote);
+            }
+        }
+        parts
     }
 }
 
@@ -220,8 +294,8 @@ impl Round {
 /// under load, each round trip waited for the CPU, and a slow round left a larger one behind
 /// it. Should that call fail, the round is applied again event by event (applying is
 /// idempotent) on `pool`, concurrently across quotes.
-async fn apply_round(lane: &Dedicated, pool: &PgPool, round: Round) {
-    let events: Vec<&Traced> = round.events.iter().flatten().collect();
+async fn apply_round(lane: &Dedicated, pool: &PgPool, round: Vec<Vec<Traced>>) {
+    let events: Vec<&Traced> = round.iter().flatten().collect();
     if !events.is_empty() {
         let batch: Vec<&QuoteEvent> = events.iter().map(|traced| &traced.event).collect();
         match lane.run(async |conn| store::apply_all(conn, &batch).await).await {
@@ -234,7 +308,7 @@ async fn apply_round(lane: &Dedicated, pool: &PgPool, round: Round) {
             }
         }
     }
-    join_all(round.events.iter().map(|events| async move {
+    join_all(round.iter().map(|events| async move {
         for traced in events {
             let applied = apply_until_stored(pool, &traced.event).instrument(traced.span.clone()).await;
             traced.done(applied);

@@ -153,7 +153,8 @@ async fn an_event_the_database_refuses_is_skipped_and_the_rest_applied() {
     running.await.unwrap();
 }
 
-/// Two quotes' rows stored, the first locked by another transaction until it is rolled back.
+/// Two quotes' rows stored, the first locked by another transaction until it is rolled back;
+/// the other on the held one's lane of the consumer or on another.
 struct HeldQuote {
     pool: sqlx::PgPool,
     held: Uuid,
@@ -162,8 +163,10 @@ struct HeldQuote {
 }
 
 impl HeldQuote {
-    async fn new(pool: &sqlx::PgPool) -> Self {
-        let (held, other) = (Uuid::new_v4(), Uuid::new_v4());
+    async fn new(pool: &sqlx::PgPool, same_lane: bool) -> Self {
+        let held = Uuid::new_v4();
+        let lane = core_app::consumer::lane_of;
+        let other = std::iter::repeat_with(Uuid::new_v4).find(|&id| (lane(id) == lane(held)) == same_lane).unwrap();
         for id in [held, other] {
             store::create(pool, &accepted(id), None, b"h", chrono::Duration::seconds(1), None).await.unwrap();
         }
@@ -205,22 +208,25 @@ fn declined(id: Uuid, version: u32, reason: &str) -> QuoteEvent {
     QuoteEvent::new(id, "alfa", version, InsurerOutcome::Declined { reason: reason.into() }, chrono::Utc::now())
 }
 
-/// A round waiting for the database (here for a quote's row, locked by another transaction) does
-/// not hold up the round after it when they share no quote.
+/// A quote waiting for the database (here for its row, locked by another transaction) holds up
+/// only its lane: a quote on the other lane is applied meanwhile, from the same round and from
+/// the rounds after it.
 #[tokio::test]
-async fn a_round_waiting_for_the_database_lets_the_next_through() {
+async fn a_quote_waiting_for_the_database_holds_up_only_its_lane() {
     let (pool, topic) = database_and_topic("consumer_lanes").await;
-    let mut q = HeldQuote::new(&pool).await;
+    let mut q = HeldQuote::new(&pool, false).await;
+    // Both in Kafka before the consumer starts, so they make one round, the held quote first.
+    produce(&topic, &[declined(q.held, 1, "held"), declined(q.other, 1, "first")]).await;
     let (stop, running) = start_consumer(&pool, &topic);
-
-    produce(&topic, &[declined(q.held, 1, "first")]).await;
-    testkit::eventually("the held quote's round never reached its lock", WAIT, || async {
-        q.lock_waiters().await == 1
+    testkit::eventually("the held quote's lane never reached its lock", WAIT, || async { q.lock_waiters().await == 1 })
+        .await;
+    testkit::eventually("the other lane's part of the round waited behind the held quote", WAIT, || async {
+        !q.events(q.other).await.is_empty()
     })
     .await;
-    produce(&topic, &[declined(q.other, 1, "free")]).await;
-    testkit::eventually("the free quote's event waited behind the held one's round", WAIT, || async {
-        !q.events(q.other).await.is_empty()
+    produce(&topic, &[declined(q.other, 2, "second")]).await;
+    testkit::eventually("a later round on the other lane waited behind the held quote", WAIT, || async {
+        q.events(q.other).await.len() == 2
     })
     .await;
     assert_eq!(q.events(q.held).await, [], "the held quote is still locked");
@@ -230,16 +236,17 @@ async fn a_round_waiting_for_the_database_lets_the_next_through() {
         !q.events(q.held).await.is_empty()
     })
     .await;
+    assert_eq!(q.events(q.other).await, [(1, "first".to_string()), (2, "second".to_string())], "in the log's order");
     stop.send(()).unwrap();
     running.await.unwrap();
 }
 
-/// A round sharing a quote with one waiting for the database waits for it: applied first, its
-/// newer result would leave the older one stale, never stored.
+/// A quote on the lane of one waiting for the database waits behind it, in the log's order:
+/// applied first, a quote's newer result would leave the older one stale, never stored.
 #[tokio::test]
-async fn a_round_sharing_a_quote_with_one_waiting_for_the_database_waits_for_it() {
+async fn a_quote_on_the_lane_of_one_waiting_for_the_database_waits_behind_it() {
     let (pool, topic) = database_and_topic("consumer_shared").await;
-    let mut q = HeldQuote::new(&pool).await;
+    let mut q = HeldQuote::new(&pool, true).await;
     // Both in Kafka before the consumer starts, so they make one round, the held quote first.
     produce(&topic, &[declined(q.held, 1, "held"), declined(q.other, 1, "first")]).await;
     let (stop, running) = start_consumer(&pool, &topic);
@@ -247,19 +254,23 @@ async fn a_round_sharing_a_quote_with_one_waiting_for_the_database_waits_for_it(
         q.lock_waiters().await == 1
     })
     .await;
-    assert_eq!(q.events(q.other).await, [], "the round waits at the held quote, before the other");
+    assert_eq!(q.events(q.other).await, [], "the lane waits at the held quote, before the other");
 
-    produce(&topic, &[declined(q.other, 2, "second")]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(q.events(q.other).await, [], "the other quote's next result waits for the round holding its first");
-    assert_eq!(q.lock_waiters().await, 1, "and does not wait for a lock of its own");
+    // Two more rounds queue on the lane, applied together once it is free.
+    for (version, reason) in [(2, "second"), (3, "third")] {
+        produce(&topic, &[declined(q.other, version, reason)]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(q.events(q.other).await, [], "the other quote's next results wait behind its first");
+    assert_eq!(q.lock_waiters().await, 1, "and do not wait for a lock of their own");
 
     q.release().await;
     testkit::eventually("the rounds were not applied once the quote was free", WAIT, || async {
-        q.events(q.other).await.len() == 2
+        q.events(q.other).await.len() == 3
     })
     .await;
-    assert_eq!(q.events(q.other).await, [(1, "first".to_string()), (2, "second".to_string())], "in the log's order");
+    let want = [(1, "first".to_string()), (2, "second".to_string()), (3, "third".to_string())];
+    assert_eq!(q.events(q.other).await, want, "in the log's order");
     assert_eq!(q.events(q.held).await, [(1, "held".to_string())]);
     stop.send(()).unwrap();
     running.await.unwrap();
