@@ -119,22 +119,20 @@ pub async fn run(pool: PgPool, consumer: QuoteEventConsumer, shutdown: impl Futu
                 None => break,
             }
         }
-        let mut round = Round::read(&batch);
+        let round = Round::read(&batch);
         drop(batch);
         while in_flight.len() >= AHEAD {
             let oldest = in_flight.pop_front().expect("a round in flight");
             store_offsets(&consumer, &oldest.offsets, oldest.applied.await);
         }
+        let Round { events, offsets } = round;
         let mut parts = Vec::with_capacity(LANES);
-        for (lane, events) in lanes.iter().zip(round.by_lane()) {
+        for (lane, events) in lanes.iter().zip(by_lane(events)) {
             if !events.is_empty() {
                 parts.push(lane.apply(events).await);
             }
         }
-        in_flight.push_back(InFlight {
-            applied: try_join_all(parts).map(|ended| ended.map(drop)).boxed(),
-            offsets: round.offsets,
-        });
+        in_flight.push_back(InFlight { applied: try_join_all(parts).map(|ended| ended.map(drop)).boxed(), offsets });
     }
     for round in in_flight {
         store_offsets(&consumer, &round.offsets, round.applied.await);
@@ -170,8 +168,8 @@ struct Lane {
     parts: mpsc::Sender<Part>,
 }
 
-/// A round's events for one lane (each quote's in the log's order), and who waits for them.
-type Part = (Vec<Vec<Traced>>, oneshot::Sender<()>);
+/// A round's events for one lane in the log's order, and who waits for them.
+type Part = (Vec<Traced>, oneshot::Sender<()>);
 
 impl Lane {
     /// The lane and its task, which ends once the lane is dropped and its parts applied.
@@ -195,9 +193,9 @@ impl Lane {
         (Lane { parts }, worker)
     }
 
-    /// Queues `events` (each quote's in the log's order); the receiver resolves once they are
-    /// committed, and fails if the lane's task panicked.
-    async fn apply(&self, events: Vec<Vec<Traced>>) -> oneshot::Receiver<()> {
+    /// Queues `events` (in the log's order); the receiver resolves once they are committed, and
+    /// fails if the lane's task panicked.
+    async fn apply(&self, events: Vec<Traced>) -> oneshot::Receiver<()> {
         let (applied, committed) = oneshot::channel();
         // A send fails only once the task has ended (a panic): the receiver then fails too.
         let _ = self.parts.send((events, applied)).await;
@@ -205,11 +203,20 @@ impl Lane {
     }
 }
 
+/// Events taken apart by lane ([`lane_of`]), the parts in lane order, the log's order kept.
+fn by_lane(events: Vec<Traced>) -> Vec<Vec<Traced>> {
+    let mut parts: Vec<Vec<Traced>> = (0..LANES).map(|_| Vec::new()).collect();
+    for traced in events {
+        parts[lane_of(traced.event.quote_id)].push(traced);
+    }
+    parts
+}
+
 /// Events grouped by quote, in the order given within each quote.
-fn by_quote(events: impl IntoIterator<Item = Vec<Traced>>) -> Vec<Vec<Traced>> {
+fn by_quote(events: impl IntoIterator<Item = Traced>) -> Vec<Vec<Traced>> {
     let mut grouped: Vec<Vec<Traced>> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
-    for traced in events.into_iter().flatten() {
+    for traced in events {
         let slot = *index.entry(traced.event.quote_id).or_insert_with(|| {
             grouped.push(Vec::new());
             grouped.len() - 1
@@ -238,10 +245,10 @@ fn store_offsets(consumer: &QuoteEventConsumer, offsets: &[(String, i32, i64)], 
     }
 }
 
-/// A round of messages, read: the events of each quote in the log's order, and the last offset
-/// of each partition (an unreadable message's too).
+/// A round of messages, read: its events in the log's order, and the last offset of each
+/// partition (an unreadable message's too).
 struct Round {
-    events: Vec<Vec<Traced>>,
+    events: Vec<Traced>,
     offsets: Vec<(String, i32, i64)>,
 }
 
@@ -275,18 +282,7 @@ impl Round {
         }
         let offsets =
             last.into_iter().map(|((topic, partition), offset)| (topic.to_string(), partition, offset)).collect();
-        Round { events: by_quote([events]), offsets }
-    }
-
-    /// Takes the round's events apart by lane ([`lane_of`]), the parts in lane order.
-    fn by_lane(&mut self) -> Vec<Vec<Vec<Traced>>> {
-        let mut parts: Vec<Vec<Vec<Traced>>> = (0..LANES).map(|_| Vec::new()).collect();
-        for quote in self.events.drain(..) {
-            if let Some(first) = quote.first() {
-                parts[lane_of(first.event.quote_id)].push(quote);
-            }
-        }
-        parts
+        Round { events, offsets }
     }
 }
 
