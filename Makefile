@@ -60,7 +60,7 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: bench bench-quick bench-profile
-bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (about 20 min: 1 214 s measured)
+bench: ## Full benchmark: writes docs/benchmarks.md and raw data under bench/results/ (about 20 min: 1 005 and 1 214 s measured)
 	scripts/bench.sh
 
 bench-quick: ## Quick benchmark for regression checks (under 5 minutes once built)
