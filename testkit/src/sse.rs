@@ -82,13 +82,19 @@ pub fn parse(body: &str) -> Received {
 }
 
 fn parse_block(block: &str, received: &mut Received) {
+    let lines = block.lines().filter_map(|line| line.strip_prefix(':'));
+    received.comments.extend(lines.map(|comment| comment.trim().to_string()));
+    let (event, retry) = parse_fields(block);
+    received.retry = retry.or(received.retry);
+    received.events.extend(event);
+}
+
+/// One block's event when it carried data (comments and retry-only blocks are not events), and
+/// its `retry:` field either way.
+pub fn parse_fields(block: &str) -> (Option<SseEvent>, Option<u64>) {
     let mut event = SseEvent { id: None, event: "message".into(), data: String::new(), retry: None };
     let mut has_data = false;
-    for line in block.lines() {
-        if let Some(comment) = line.strip_prefix(':') {
-            received.comments.push(comment.trim().to_string());
-            continue;
-        }
+    for line in block.lines().filter(|line| !line.starts_with(':')) {
         let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
         match field {
             "id" => event.id = Some(value.to_string()),
@@ -100,14 +106,10 @@ fn parse_block(block: &str, received: &mut Received) {
                 event.data.push_str(value);
                 has_data = true;
             }
-            "retry" => {
-                event.retry = value.parse().ok();
-                received.retry = event.retry;
-            }
+            "retry" => event.retry = value.parse().ok(),
             _ => {}
         }
     }
-    if has_data {
-        received.events.push(event);
-    }
+    let retry = event.retry;
+    (has_data.then_some(event), retry)
 }

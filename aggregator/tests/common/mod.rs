@@ -446,7 +446,7 @@ pub async fn follow_counting(
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buffer.find("\n\n") {
                     let block: String = buffer.drain(..end + 2).collect();
-                    if let Some(event) = parse_block(&block) {
+                    if let (Some(event), _) = testkit::sse::parse_fields(&block) {
                         stream.events.push(Timed { at: Instant::now(), event });
                         if let Some(received) = &received {
                             received.send_replace(stream.events.len());
@@ -456,31 +456,6 @@ pub async fn follow_counting(
             }
         }
     }
-}
-
-fn parse_block(block: &str) -> Option<SseEvent> {
-    let mut event = SseEvent { id: None, event: "message".into(), data: String::new(), retry: None };
-    let mut has_data = false;
-    for line in block.lines() {
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
-        match field {
-            "id" => event.id = Some(value.to_string()),
-            "event" => event.event = value.to_string(),
-            "data" => {
-                if has_data {
-                    event.data.push('\n');
-                }
-                event.data.push_str(value);
-                has_data = true;
-            }
-            "retry" => event.retry = value.parse().ok(),
-            _ => {}
-        }
-    }
-    has_data.then_some(event)
 }
 
 /// Follows `quote` until it completes (within `timeout`), reconnecting with `Last-Event-ID`
