@@ -4,7 +4,7 @@
 # side), and runs the `bench` crate, which writes docs/benchmarks.md and raw data under
 # bench/results/.
 #
-#   scripts/bench.sh           the full benchmark (12–17 minutes on 2 cores)
+#   scripts/bench.sh           the full benchmark (about 20 minutes on 2 cores)
 #   scripts/bench.sh --quick   the quick regression check (under 5 minutes once built)
 #   scripts/bench.sh [--quick] --parts limits,pipeline,ramp,intake,fanout
 #   BENCH_REF=HEAD scripts/bench.sh --quick   services built from a committed ref instead of
