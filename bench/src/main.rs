@@ -163,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
                 qps = (qps * plan.ramp_factor).round();
             }
             // One step between the last that held and the first that broke: with the quick
-            // mode's factor of 1.5, the ramp alone could report a third less than the stack holds.
+            // mode's factor of 1.75, the ramp alone could report 43 % less than the stack holds.
             if let (Some(held), Some(broke)) = (best, broke) {
                 let between = (held * broke).sqrt().round();
                 if between > held && between < broke {
