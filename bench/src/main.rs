@@ -412,8 +412,8 @@ impl<'a> Session<'a> {
         self.detections.fetch(&self.client, &self.stack.sandbox_url).await?;
         let push = Summary::of(&pipeline::push_ms(&outcome.runs, &self.detections));
         let errors = report::errors(&outcome);
-        let late_share = outcome.late as f64 / (outcome.runs.len() + outcome.shed).max(1) as f64;
-        let pass = errors.0 == 0 && push.p99 <= 1000.0 && late_share < 0.01;
+        let on_time = report::generator_on_time(outcome.late, outcome.runs.len() + outcome.shed);
+        let pass = errors.0 == 0 && push.p99 <= 1000.0 && on_time;
         let line = format!(
             "{label} #{}: {} quotes, push p50 {:.1} ms p99 {:.1} ms, errors {}, late starts {}{}",
             rep + 1,

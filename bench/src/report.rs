@@ -282,6 +282,14 @@ pub fn errors(outcome: &OpenLoop) -> (usize, BTreeMap<String, usize>) {
     (kinds.values().sum(), kinds)
 }
 
+/// Whether the generator started its arrivals on time: under 1 % of them late, and one late
+/// start is always forgiven. A quick mode's fixed loads send 13 quotes, where one arrival
+/// delayed by a page fault or a compile on the machine was 8 % and failed the step, though
+/// the stack had nothing to do with it; from 200 arrivals on the rule is the 1 % alone.
+pub fn generator_on_time(late: usize, arrivals: usize) -> bool {
+    (late as f64) < (0.01 * arrivals as f64).max(2.0)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn phase_result(
     label: &str,
@@ -1303,8 +1311,8 @@ const METHOD: &str = r#"
   is *shed* and counted as an error). Arrivals are paced, and quotes submitted, on a thread with its own runtime,
   at the highest priority of a normal thread (nice −20; it stands for drivers elsewhere, whose clocks a busy stack
   does not hold back); only the SSE streams are read on the bench's main runtime. A start more than 20 ms late is
-  counted (*late starts*); more than 1 % late fails a ramp step: even that light thread did not get the CPU in
-  time, so the machine, not the stack alone, was the bottleneck, and the load was not offered as planned.
+  counted (*late starts*); 1 % or more late, and more than one, fails a step: even that light thread did not get the
+  CPU in time, so the machine, not the stack alone, was the bottleneck, and the load was not offered as planned.
 - Intake capacity is measured closed loop (workers back to back) because capacity is what the ratio is about; the
   pipeline is always open loop.
 - The generator, the SSE clients and the bench's LISTEN share the two cores with the stack: its CPU is reported in the
@@ -1360,6 +1368,14 @@ mod tests {
             "../bench/results/x/plots/a.svg"
         );
         assert_eq!(slug("ramp 25 quotes/s"), "ramp-25-quotes-s");
+    }
+
+    #[test]
+    fn one_late_start_is_forgiven_and_one_percent_is_not() {
+        assert!(generator_on_time(0, 13) && generator_on_time(1, 13));
+        assert!(!generator_on_time(2, 13) && !generator_on_time(2, 150));
+        assert!(generator_on_time(9, 1_000) && !generator_on_time(10, 1_000));
+        assert!(generator_on_time(1, 0), "a phase with no arrivals is not held back by the rule");
     }
 
     /// A phase of `kind` labelled `label` that held or not.
