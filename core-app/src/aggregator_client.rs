@@ -1,11 +1,13 @@
 //! core-app's client of the aggregator intake: one partner token, a timeout, retries with
 //! the same Idempotency-Key (so a retried submission cannot create two applications), and
-//! a circuit breaker, so that while the aggregator is down quotes are refused at once
-//! (503 + Retry-After) instead of each waiting out its timeouts.
+//! a circuit breaker (`platform::breaker`), so that while the aggregator is down quotes are
+//! refused at once (503 + Retry-After) instead of each waiting out its timeouts. An
+//! aggregator that sheds load (a 429, or its `overloaded` 503) is up and protecting itself:
+//! its answer goes back to the caller with its delay, neither retried nor held against it.
 
 use domain::intake::Accepted;
+use platform::breaker::{Breaker, BreakerSettings, Verdict};
 use platform::trace::TraceParent;
-use recloser::{AsyncRecloser, Recloser};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -14,15 +16,30 @@ use std::time::Duration;
 /// Why the aggregator could not take the application.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    /// Down, overloaded or refusing for now; try again after the delay.
+    /// Down or failing for now; try again after the delay.
     #[error("aggregator unavailable: {reason}")]
     Unavailable { reason: String, retry_after: Duration },
+    /// Up, but shedding load; try again after the delay it asked for.
+    #[error("aggregator overloaded")]
+    Overloaded { retry_after: Duration },
     /// The breaker is open: the aggregator failed repeatedly and is not called for a while.
     #[error("aggregator circuit open")]
     CircuitOpen { retry_after: Duration },
     /// The aggregator saw a conflict (key reused with another body).
     #[error("aggregator rejected the application: {0}")]
     Rejected(String),
+}
+
+impl SubmitError {
+    /// How the breaker counts it: only the aggregator's own failures are failures; a rejected
+    /// request says nothing of its health, and neither does its shedding load.
+    fn verdict(&self) -> Verdict {
+        match self {
+            SubmitError::Unavailable { .. } => Verdict::Failure,
+            SubmitError::Rejected(_) => Verdict::Success,
+            SubmitError::Overloaded { .. } | SubmitError::CircuitOpen { .. } => Verdict::Ignored,
+        }
+    }
 }
 
 /// An active insurer as the aggregator lists it.
@@ -38,13 +55,17 @@ pub struct AggregatorClient {
     http: reqwest::Client,
     base_url: String,
     token: String,
-    breaker: Arc<AsyncRecloser>,
+    breaker: Arc<Breaker>,
 }
 
 /// Calls judged by the breaker: the last this many.
 const BREAKER_WINDOW: usize = 10;
 /// How long the breaker stays open before trial calls.
 const BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// Trial calls in half-open; all must succeed to close it.
+const BREAKER_TRIALS: u32 = 2;
+/// The delay an overload answer without `Retry-After` gets.
+const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for AggregatorClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,18 +80,24 @@ impl AggregatorClient {
     /// A client of the aggregator at `base_url` (e.g. `http://127.0.0.1:8081`).
     pub fn new(base_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(2)).build()?;
-        // The request timeout lives inside each call, so a timed-out call is a recorded failure.
-        let breaker = Recloser::custom()
-            .error_rate(0.5)
-            .closed_len(BREAKER_WINDOW)
-            .half_open_len(2)
-            .open_wait(BREAKER_OPEN)
-            .build();
+        // The request timeout lives inside each admitted call, so a timed-out call is a recorded
+        // failure; a call cannot be slower than it, so it is the slow-call limit too.
+        let breaker = Breaker::new(
+            "aggregator",
+            "intake",
+            BreakerSettings {
+                failure_rate: 0.5,
+                window: BREAKER_WINDOW,
+                half_open_calls: BREAKER_TRIALS,
+                open_duration: BREAKER_OPEN,
+                slow_call: timeout,
+            },
+        );
         Ok(AggregatorClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            breaker: Arc::new(breaker.into()),
+            breaker,
         })
     }
 
@@ -86,22 +113,19 @@ impl AggregatorClient {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
             }
-            // Only the aggregator's own failures count; a rejected request says nothing of its health.
-            let is_failure = |e: &SubmitError| matches!(e, SubmitError::Unavailable { .. });
-            let outcome = self.breaker.call_with(is_failure, self.submit_once(request, idempotency_key, trace)).await;
-            let outcome = outcome.map_err(|e| match e {
-                recloser::Error::Inner(e) => e,
-                recloser::Error::Rejected => {
+            let permit = match self.breaker.admit() {
+                Ok(permit) => permit,
+                Err(rejected) => {
                     metrics::counter!("aggregator_client_rejected_total").increment(1);
-                    SubmitError::CircuitOpen { retry_after: BREAKER_OPEN }
+                    return Err(SubmitError::CircuitOpen { retry_after: rejected.retry_in });
                 }
-            });
+            };
+            let outcome = self.submit_once(request, idempotency_key, trace).await;
+            permit.record(outcome.as_ref().map_or_else(SubmitError::verdict, |_| Verdict::Success));
             match outcome {
                 Ok(accepted) => return Ok(accepted),
-                Err(e @ SubmitError::CircuitOpen { .. }) => return Err(e),
-                Err(e @ SubmitError::Rejected(_)) => return Err(e),
-                Err(e @ SubmitError::Unavailable { .. }) if attempt + 1 == ATTEMPTS => return Err(e),
-                Err(e) => last = Some(e),
+                Err(e @ SubmitError::Unavailable { .. }) if attempt + 1 < ATTEMPTS => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or(SubmitError::Unavailable {
@@ -139,6 +163,17 @@ impl AggregatorClient {
             }
             StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
                 Err(SubmitError::Rejected(response.text().await.unwrap_or_default()))
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                Err(SubmitError::Overloaded { retry_after: retry_after.unwrap_or(OVERLOADED_RETRY) })
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let problem: serde_json::Value = response.json().await.unwrap_or_default();
+                if problem["type"].as_str() == Some(&platform::problem::type_uri(platform::problem::OVERLOADED)) {
+                    Err(SubmitError::Overloaded { retry_after: retry_after.unwrap_or(OVERLOADED_RETRY) })
+                } else {
+                    Err(unavailable(format!("answered {status}"), retry_after))
+                }
             }
             s => Err(unavailable(format!("answered {s}"), retry_after)),
         }

@@ -363,24 +363,56 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(reqwest::get(format!("{limited}/healthz")).await.unwrap().status(), 200, "probes are not limited");
 }
 
-#[tokio::test]
-async fn a_failing_aggregator_trips_the_breaker_and_quotes_are_refused_at_once() {
-    use std::sync::Arc;
+/// An aggregator intake on a random port that answers every submission with `answer()`;
+/// its URL and how many submissions it got.
+async fn fake_intake<R: axum::response::IntoResponse + 'static>(
+    answer: fn() -> R,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let stack = Stack::start("20s").await;
-    // An aggregator that answers every submission with a 500, counting them.
-    let hits = Arc::new(AtomicUsize::new(0));
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
-    let failing = axum::Router::new().route(
+    let intake = axum::Router::new().route(
         "/internal/v1/applications",
         axum::routing::post(move || {
             counted.fetch_add(1, Ordering::SeqCst);
-            async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+            async move { answer() }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let failing_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, failing).await });
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, intake).await });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn an_overloaded_aggregator_is_neither_retried_nor_held_against_it() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start("20s").await;
+    // An aggregator shedding load: every submission gets its `overloaded` 503, Retry-After 3.
+    let (shedding_url, hits) = fake_intake(|| {
+        platform::Problem::overloaded("too many requests are waiting; please retry", Duration::from_secs(3))
+    })
+    .await;
+    let core = stack.start_core_app(&shedding_url).await;
+
+    for i in 0..12 {
+        let response = create(&core, &sample(), None).await;
+        assert_eq!(response.status(), 503, "quote {i}");
+        assert_eq!(response.headers()["retry-after"], "3", "the aggregator's own delay, quote {i}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:osago:problem:overloaded", "quote {i}: {problem}");
+    }
+    // With the breaker counting these, it would have opened after 10 and the rest refused
+    // without a call; with retries, each quote would have made three.
+    assert_eq!(hits.load(Ordering::SeqCst), 12, "one call per quote, every quote called");
+}
+
+#[tokio::test]
+async fn a_failing_aggregator_trips_the_breaker_and_quotes_are_refused_at_once() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start("20s").await;
+    // An aggregator that answers every submission with a 500.
+    let (failing_url, hits) = fake_intake(|| axum::http::StatusCode::INTERNAL_SERVER_ERROR).await;
     let core = stack.start_core_app(&failing_url).await;
 
     let mut refused_fast = 0;

@@ -105,7 +105,7 @@ where
             metrics::counter!(limits.overloaded_metric).increment(1);
             let _ = job
                 .reply
-                .send(Err(Problem::unavailable("too many requests are waiting; please retry", OVERLOADED_RETRY)));
+                .send(Err(Problem::overloaded("too many requests are waiting; please retry", OVERLOADED_RETRY)));
         }
         if jobs.is_empty() {
             continue;

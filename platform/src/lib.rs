@@ -1,7 +1,8 @@
 //! Service plumbing shared by core-app and the aggregator, so each idea has one place:
 //! RFC 7807 problem responses, Prometheus metrics, health endpoints, logging, shutdown,
-//! database pools.
+//! database pools, circuit breakers.
 
+pub mod breaker;
 pub mod db;
 pub mod group_commit;
 pub mod kafka;

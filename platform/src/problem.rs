@@ -8,6 +8,14 @@ use domain::FieldError;
 use serde::Serialize;
 use std::time::Duration;
 
+/// The slug of [`Problem::overloaded`]'s type (`urn:osago:problem:overloaded`).
+pub const OVERLOADED: &str = "overloaded";
+
+/// The `type` of a problem of `slug`: `urn:osago:problem:<slug>`.
+pub fn type_uri(slug: &str) -> String {
+    format!("urn:osago:problem:{slug}")
+}
+
 /// The media type of problem responses.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -30,7 +38,7 @@ impl Problem {
     /// A problem of `status` whose type is `urn:osago:problem:<slug>`.
     pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
         Problem {
-            kind: format!("urn:osago:problem:{slug}"),
+            kind: type_uri(slug),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -73,6 +81,12 @@ impl Problem {
     /// 503 with `Retry-After`: try again later.
     pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail).retry_after(retry_after)
+    }
+
+    /// 503 with `Retry-After` from a service shedding load: it is up, but too much waits.
+    /// Its own type, so that a caller can tell it from an outage (`overloaded`).
+    pub fn overloaded(detail: impl Into<String>, retry_after: Duration) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, OVERLOADED, detail).retry_after(retry_after)
     }
 
     /// 429 with `Retry-After`.

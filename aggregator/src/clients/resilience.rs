@@ -26,7 +26,7 @@
 //! is taken right before sending, so the jitter never brings two calls closer.
 
 use super::CallError;
-use super::breaker::{Breaker, BreakerSettings};
+use super::breaker::{self, Breaker};
 use super::retry::{self, Decision, Idempotency, RetryBudget, RetryPolicy};
 use crds::InsurerIntegrationSpec;
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
@@ -138,7 +138,7 @@ impl Resilience {
         let max_concurrent = usize::try_from(spec.rate_limit.max_concurrent.max(1)).unwrap_or(usize::MAX);
         Arc::new(Resilience {
             insurer: insurer.to_string(),
-            breaker: Breaker::new(insurer, BreakerSettings::from_spec(&spec.circuit_breaker)),
+            breaker: breaker::for_insurer(insurer, &spec.circuit_breaker),
             limiter: RateLimiter::direct(quota(spec)),
             bulkhead: Semaphore::new(max_concurrent),
             retry: RetryPolicy::from_spec(spec),
@@ -220,7 +220,7 @@ impl Resilience {
         .record(started.elapsed().as_secs_f64());
         self.count(call, &result);
         // Counted first, so that a transition this result causes finds it in the metrics.
-        permit.record(&result);
+        permit.record(breaker::verdict(&result));
         result
     }
 

@@ -79,6 +79,10 @@ pub async fn create(
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
             Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
         }
+        SubmitError::Overloaded { retry_after } => {
+            metrics::counter!("quotes_rejected_total", "reason" => "aggregator_overloaded").increment(1);
+            Problem::overloaded("quotes cannot be taken right now; please retry", retry_after)
+        }
         SubmitError::Unavailable { reason, retry_after } => {
             tracing::warn!(%reason, "aggregator unavailable");
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
