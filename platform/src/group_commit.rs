@@ -8,6 +8,7 @@
 
 use crate::Problem;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -50,13 +51,39 @@ struct Job<J, O> {
 /// The handle callers write through; the writer stops when the last handle is dropped.
 pub struct GroupCommit<J, O> {
     jobs: mpsc::UnboundedSender<Job<J, O>>,
+    pressure: Arc<Pressure>,
+    limits: Limits,
 }
 
 impl<J, O> Clone for GroupCommit<J, O> {
     fn clone(&self) -> Self {
-        Self { jobs: self.jobs.clone() }
+        Self { jobs: self.jobs.clone(), pressure: self.pressure.clone(), limits: self.limits }
     }
 }
+
+/// How long the oldest job of the latest batch had queued, and when that batch formed.
+struct Pressure {
+    epoch: Instant,
+    /// Milliseconds since `epoch` when the latest batch formed.
+    at_ms: AtomicU64,
+    /// Milliseconds its oldest job had queued.
+    waited_ms: AtomicU64,
+}
+
+impl Pressure {
+    fn record(&self, waited: Duration) {
+        self.waited_ms.store(millis(waited), Ordering::Relaxed);
+        self.at_ms.store(millis(self.epoch.elapsed()), Ordering::Relaxed);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long a batch's queueing delay stands for the writer's state: without batches since
+/// (its callers were refused), the writer is taken to have caught up.
+const PRESSURE_FRESH: Duration = Duration::from_secs(1);
 
 impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
     /// Starts a writer whose `flush` writes one batch and answers each of its jobs, in order:
@@ -67,8 +94,20 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
         Fut: Future<Output = Answers<O>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(limits, queue, Arc::new(flush)));
-        Self { jobs }
+        let pressure =
+            Arc::new(Pressure { epoch: Instant::now(), at_ms: AtomicU64::new(0), waited_ms: AtomicU64::new(0) });
+        tokio::spawn(run(limits, queue, Arc::new(flush), pressure.clone()));
+        Self { jobs, pressure, limits }
+    }
+
+    /// Whether the writer is backed up: the latest batch, formed in the last second, had
+    /// waited over half of `max_queued`. A caller about to do costly work whose result this
+    /// writer must store refuses at once instead (core-app, before the aggregator takes an
+    /// application its quote store would then refuse).
+    pub fn backed_up(&self) -> bool {
+        let p = &self.pressure;
+        let since = millis(p.epoch.elapsed()).saturating_sub(p.at_ms.load(Ordering::Relaxed));
+        since <= millis(PRESSURE_FRESH) && p.waited_ms.load(Ordering::Relaxed) > millis(self.limits.max_queued / 2)
     }
 
     /// Writes `job` with the next batch.
@@ -79,8 +118,12 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
     }
 }
 
-async fn run<J, O, F, Fut>(limits: Limits, mut queue: mpsc::UnboundedReceiver<Job<J, O>>, flush: Arc<F>)
-where
+async fn run<J, O, F, Fut>(
+    limits: Limits,
+    mut queue: mpsc::UnboundedReceiver<Job<J, O>>,
+    flush: Arc<F>,
+    pressure: Arc<Pressure>,
+) where
     J: Send + 'static,
     O: Send + 'static,
     F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
@@ -90,6 +133,8 @@ where
     while let Some(first) = queue.recv().await {
         // Waiting for a slot is when company gathers: whatever queued meanwhile joins.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // The first job is the oldest: its wait is the queue's delay.
+        pressure.record(first.queued.elapsed());
         let mut jobs = vec![first];
         while jobs.len() < limits.max_batch {
             match queue.try_recv() {
@@ -129,5 +174,46 @@ where
             }
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_writer_is_backed_up_while_its_queue_is_slow_and_not_after() {
+        let limits = Limits {
+            max_batch: 64,
+            in_flight: 1,
+            max_queued: Duration::from_millis(200),
+            batch_size_metric: "test_batch_size",
+            overloaded_metric: "test_overloaded_total",
+        };
+        // Each batch takes 150 ms, one at a time.
+        let writer = GroupCommit::start(limits, |jobs: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok(jobs.into_iter().map(Ok).collect())
+        });
+        assert!(!writer.backed_up(), "a writer that wrote nothing yet");
+        let (a, b) = (writer.clone(), writer.clone());
+        let first = tokio::spawn(async move { a.write(1).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Queued behind the first batch for ~140 ms, over half of `max_queued`.
+        assert_eq!(b.write(2).await.unwrap(), 2);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(writer.backed_up(), "the latest batch had waited 140 ms of 200");
+        // A job written at once says the queue is empty again.
+        assert_eq!(writer.write(3).await.unwrap(), 3);
+        assert!(!writer.backed_up(), "the latest batch did not wait");
+        // And a slow batch's word does not outlive a second without batches.
+        let (a, b) = (writer.clone(), writer.clone());
+        let first = tokio::spawn(async move { a.write(4).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        b.write(5).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert!(writer.backed_up());
+        tokio::time::sleep(PRESSURE_FRESH + Duration::from_millis(100)).await;
+        assert!(!writer.backed_up(), "no batch for a second: its callers were refused, it caught up");
     }
 }

@@ -16,6 +16,7 @@ use platform::Problem;
 use platform::trace::TraceParent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Longest accepted Idempotency-Key.
@@ -71,6 +72,12 @@ pub async fn create(
         && let Some(response) = replay(&state, key, &hash).await?
     {
         return Ok(response);
+    }
+    // The quote store is backed up: refuse now, before the aggregator takes an application (and
+    // six insurers start on it) that the store would refuse after all.
+    if state.quotes.backed_up() {
+        metrics::counter!("quotes_rejected_total", "reason" => "store_overloaded").increment(1);
+        return Err(Problem::overloaded("quotes cannot be taken right now; please retry", Duration::from_secs(1)));
     }
     // Retries reuse the key, so the aggregator never creates two applications for one quote.
     let aggregator_key = key.as_ref().map_or_else(|| Uuid::new_v4().to_string(), |k| format!("core-app:{k}"));
