@@ -48,7 +48,7 @@ pub struct Created {
         (status = 422, description = "Invalid fields, all of them listed in `errors`", body = openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the per-client rate", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The aggregator or the database is unavailable", body = openapi::Problem, content_type = "application/problem+json",
+        (status = 503, description = "The aggregator or the database is unavailable, or the platform is overloaded (type `urn:osago:problem:overloaded`)", body = openapi::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create(
