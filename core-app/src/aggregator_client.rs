@@ -7,6 +7,7 @@
 
 use domain::intake::Accepted;
 use platform::breaker::{Breaker, BreakerSettings, Verdict};
+use platform::problem::{OVERLOADED, OVERLOADED_RETRY, type_uri};
 use platform::trace::TraceParent;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,6 @@ const BREAKER_WINDOW: usize = 10;
 const BREAKER_OPEN: Duration = Duration::from_secs(5);
 /// Trial calls in half-open; all must succeed to close it.
 const BREAKER_TRIALS: u32 = 2;
-/// The delay an overload answer without `Retry-After` gets.
-const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for AggregatorClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,7 +168,7 @@ impl AggregatorClient {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 let problem: serde_json::Value = response.json().await.unwrap_or_default();
-                if problem["type"].as_str() == Some(&platform::problem::type_uri(platform::problem::OVERLOADED)) {
+                if problem["type"].as_str() == Some(&type_uri(OVERLOADED)) {
                     Err(SubmitError::Overloaded { retry_after: retry_after.unwrap_or(OVERLOADED_RETRY) })
                 } else {
                     Err(unavailable(format!("answered {status}"), retry_after))

@@ -7,13 +7,11 @@
 //! flush and the notifications are paid once per batch instead of once per job.
 
 use crate::Problem;
+use crate::problem::OVERLOADED_RETRY;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-
-/// What a caller is told to wait when its job was refused.
-const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
 
 /// Per-job answers of a flush, in the jobs' order; an `Err` of the whole fails every job.
 pub type Answers<O> = Result<Vec<Result<O, Problem>>, Problem>;
@@ -52,18 +50,19 @@ struct Job<J, O> {
 pub struct GroupCommit<J, O> {
     jobs: mpsc::UnboundedSender<Job<J, O>>,
     pressure: Arc<Pressure>,
-    limits: Limits,
 }
 
 impl<J, O> Clone for GroupCommit<J, O> {
     fn clone(&self) -> Self {
-        Self { jobs: self.jobs.clone(), pressure: self.pressure.clone(), limits: self.limits }
+        Self { jobs: self.jobs.clone(), pressure: self.pressure.clone() }
     }
 }
 
 /// How long the oldest job of the latest batch had queued, and when that batch formed.
 struct Pressure {
     epoch: Instant,
+    /// A wait over this many milliseconds (half of `max_queued`) means backed up.
+    backed_up_ms: u64,
     /// Milliseconds since `epoch` when the latest batch formed.
     at_ms: AtomicU64,
     /// Milliseconds its oldest job had queued.
@@ -94,10 +93,14 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
         Fut: Future<Output = Answers<O>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
-        let pressure =
-            Arc::new(Pressure { epoch: Instant::now(), at_ms: AtomicU64::new(0), waited_ms: AtomicU64::new(0) });
+        let pressure = Arc::new(Pressure {
+            epoch: Instant::now(),
+            backed_up_ms: millis(limits.max_queued / 2),
+            at_ms: AtomicU64::new(0),
+            waited_ms: AtomicU64::new(0),
+        });
         tokio::spawn(run(limits, queue, Arc::new(flush), pressure.clone()));
-        Self { jobs, pressure, limits }
+        Self { jobs, pressure }
     }
 
     /// Whether the writer is backed up: the latest batch, formed in the last second, had
@@ -107,7 +110,7 @@ impl<J: Send + 'static, O: Send + 'static> GroupCommit<J, O> {
     pub fn backed_up(&self) -> bool {
         let p = &self.pressure;
         let since = millis(p.epoch.elapsed()).saturating_sub(p.at_ms.load(Ordering::Relaxed));
-        since <= millis(PRESSURE_FRESH) && p.waited_ms.load(Ordering::Relaxed) > millis(self.limits.max_queued / 2)
+        since <= millis(PRESSURE_FRESH) && p.waited_ms.load(Ordering::Relaxed) > p.backed_up_ms
     }
 
     /// Writes `job` with the next batch.

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// The slug of [`Problem::overloaded`]'s type (`urn:osago:problem:overloaded`).
 pub const OVERLOADED: &str = "overloaded";
 
+/// How long a refused caller is told to wait when a service sheds load.
+pub const OVERLOADED_RETRY: Duration = Duration::from_secs(1);
+
 /// The `type` of a problem of `slug`: `urn:osago:problem:<slug>`.
 pub fn type_uri(slug: &str) -> String {
     format!("urn:osago:problem:{slug}")

@@ -16,8 +16,10 @@ use platform::Problem;
 use platform::trace::TraceParent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use uuid::Uuid;
+
+/// What a quote refused for now (503) is told.
+const REFUSED: &str = "quotes cannot be taken right now; please retry";
 
 /// Longest accepted Idempotency-Key.
 const MAX_KEY_LEN: usize = 128;
@@ -77,23 +79,23 @@ pub async fn create(
     // six insurers start on it) that the store would refuse after all.
     if state.quotes.backed_up() {
         metrics::counter!("quotes_rejected_total", "reason" => "store_overloaded").increment(1);
-        return Err(Problem::overloaded("quotes cannot be taken right now; please retry", Duration::from_secs(1)));
+        return Err(Problem::overloaded(REFUSED, platform::problem::OVERLOADED_RETRY));
     }
     // Retries reuse the key, so the aggregator never creates two applications for one quote.
     let aggregator_key = key.as_ref().map_or_else(|| Uuid::new_v4().to_string(), |k| format!("core-app:{k}"));
     let accepted = state.aggregator.submit(&normalised, &aggregator_key, &trace).await.map_err(|e| match e {
         SubmitError::CircuitOpen { retry_after } => {
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_circuit_open").increment(1);
-            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+            Problem::unavailable(REFUSED, retry_after)
         }
         SubmitError::Overloaded { retry_after } => {
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_overloaded").increment(1);
-            Problem::overloaded("quotes cannot be taken right now; please retry", retry_after)
+            Problem::overloaded(REFUSED, retry_after)
         }
         SubmitError::Unavailable { reason, retry_after } => {
             tracing::warn!(%reason, "aggregator unavailable");
             metrics::counter!("quotes_rejected_total", "reason" => "aggregator_unavailable").increment(1);
-            Problem::unavailable("quotes cannot be taken right now; please retry", retry_after)
+            Problem::unavailable(REFUSED, retry_after)
         }
         SubmitError::Rejected(reason) => {
             tracing::error!(%reason, "aggregator rejected a validated request");
